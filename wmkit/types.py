@@ -1,0 +1,47 @@
+"""Result types shared by every scheme."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any, Optional
+
+DEFAULT_ALPHA = 1e-3
+
+
+@dataclass(frozen=True)
+class DetectionResult:
+    """The outcome of testing one image against one key.
+
+    ``p_value`` is the probability that an unwatermarked image scores at least
+    this high. Where a null calibration exists it is the calibrated p-value and
+    ``p_value_analytic`` holds the textbook one (fair coins, isotropic features,
+    ...); otherwise both are the same number. A decision is ``p_value < alpha``:
+    there is no fixed threshold.
+    """
+
+    method: str
+    p_value: float
+    score: float
+    p_value_analytic: float
+    calibrated: bool = False
+    bits: Optional[tuple[int, ...]] = None
+    bit_accuracy: Optional[float] = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def detected(self, alpha: float = DEFAULT_ALPHA) -> bool:
+        if not 0.0 < alpha < 1.0:
+            from .errors import ConfigError
+
+            raise ConfigError(f"alpha must lie in (0, 1), got {alpha}")
+        return self.p_value < alpha
+
+    def to_dict(self, alpha: float = DEFAULT_ALPHA) -> dict[str, Any]:
+        record = asdict(self)
+        record["detected"] = self.detected(alpha)
+        if self.bits is not None:
+            record["bits"] = "".join(str(b) for b in self.bits)
+        else:
+            del record["bits"]
+            del record["bit_accuracy"]
+        extra = record.pop("extra")
+        record.update(extra)
+        return record

@@ -1,0 +1,1 @@
+"""Built-in watermarkers; importing this package registers them."""
