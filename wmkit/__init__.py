@@ -1,6 +1,26 @@
-"""wmkit: invisible watermarks for generative image models."""
+"""wmkit: invisible watermarks for generative image models.
+
+    import wmkit
+    wm = wmkit.create("rivagan")
+    key = wmkit.generate_key("rivagan")
+    marked = wm.embed(images, key)          # (B, 3, H, W) in [0, 1], or a list
+    results = wm.detect(marked, key)        # one DetectionResult (p_value, ...) per image
+"""
 from .errors import ConfigError, InputError, KeyFileError, MissingDependencyError, WeightsError, WmkitError
+from .keys import Key, generate_key, load_key, save_key
 from .registry import create, create_attack, list_attacks, list_watermarkers, register_attack, register_watermarker
 from .types import DetectionResult
 
 __version__ = "0.1.0"
+
+
+def verify(images, key: Key, *, method: str | None = None, **config) -> list[DetectionResult]:
+    """Test images against a key with the key's method (or ``method``): one result per image."""
+    return create(method or key.method, **config).detect(images, key)
+
+
+__all__ = [
+    "create", "list_watermarkers", "create_attack", "list_attacks", "register_watermarker", "register_attack",
+    "Key", "generate_key", "load_key", "save_key", "verify", "DetectionResult",
+    "WmkitError", "ConfigError", "InputError", "KeyFileError", "WeightsError", "MissingDependencyError",
+]

@@ -1,0 +1,71 @@
+"""Measure a detector on unwatermarked images and fit its null (``wmkit calibrate``).
+
+Attacked copies of the clean images are decoded too (the ``calibration``
+suite by default: JPEG, resizing, brightness, blur, crop), because verify is
+run on attacked images and attacks move a decoder's bias: a null fitted on
+pristine images alone would be too narrow for them.
+"""
+from __future__ import annotations
+
+import sys
+from typing import Any, Optional, Sequence
+
+import numpy as np
+import torch
+
+from .calibration import BitNullModel, fit_bit_null
+from .errors import ConfigError, WmkitError
+
+
+def _attacks(spec: str | Sequence | None):
+    if spec is None or spec == "none":
+        return []
+    if isinstance(spec, str):
+        from .attacks import get_suite
+
+        return get_suite(spec)
+    return list(spec)
+
+
+def decode_for_calibration(wm, images: Sequence[torch.Tensor], *, attacks: Any = "calibration", seed: int = 0, progress: Optional[bool] = None) -> np.ndarray:
+    """Decoded bits of each clean image and of each attacked copy that is still large enough."""
+    from tqdm.auto import tqdm
+
+    if not hasattr(wm, "decode_bits"):
+        raise ConfigError(f"'{wm.name}' is not a bit-based scheme; its calibration is not a bit null")
+    attack_list = _attacks(attacks)
+    generator = torch.Generator().manual_seed(seed)
+    rows = []
+    enabled = progress if progress is not None else (len(images) > 1 and sys.stderr.isatty())
+    for image in tqdm(images, desc="calibrate", unit="img", file=sys.stderr, disable=not enabled):
+        variants = [image] + [attack(image[None], generator=generator)[0] for attack in attack_list]
+        for variant in variants:
+            _, height, width = variant.shape
+            if height * width < wm.min_pixels or min(height, width) < wm.min_side:
+                continue
+            rows.append(wm.decode_bits([variant])[0])
+    return np.stack(rows)
+
+
+def calibrate_images(wm, images: Sequence[torch.Tensor], *, attacks: Any = "calibration", seed: int = 0, progress: Optional[bool] = None, info: Optional[dict] = None) -> BitNullModel:
+    bits = decode_for_calibration(wm, images, attacks=attacks, seed=seed, progress=progress)
+    info = dict(info or {})
+    info.setdefault("attacks", attacks if isinstance(attacks, str) or attacks is None else [a.describe() for a in attacks])
+    info["num_source_images"] = len(images)
+    return fit_bit_null(bits, method=wm.name, config=wm.config(), info=info)
+
+
+def calibrate_paths(wm, inputs: Sequence[str], *, attacks: Any = "calibration", max_pixels: int, progress: Optional[bool] = None) -> tuple[BitNullModel, int]:
+    """Load every readable image (reporting the others) and calibrate on them."""
+    from .imageio import iter_image_paths, load_image
+
+    images, failures = [], 0
+    for path in iter_image_paths(inputs):
+        try:
+            images.append(load_image(path, max_pixels=max_pixels, min_pixels=wm.min_pixels, min_side=wm.min_side))
+        except WmkitError as exc:
+            failures += 1
+            print(f"error: {exc}", file=sys.stderr)
+    if len(images) < 10:
+        raise ConfigError(f"calibration needs at least 10 readable unwatermarked images, got {len(images)}")
+    return calibrate_images(wm, images, attacks=attacks, progress=progress, info={"source": [str(i) for i in inputs]}), failures

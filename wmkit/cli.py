@@ -1,0 +1,363 @@
+"""The `wmkit` command line (contract in the project's design notes).
+
+Exit status: 0 ran fine; 2 bad usage or input (bad options, key, method);
+1 any other error, including a batch in which some files failed (their error
+records are printed and every other file is still processed).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Iterable, Optional, Sequence
+
+from .errors import ConfigError, InputError, WmkitError
+
+EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
+
+
+# -- helpers -----------------------------------------------------------------------
+def _progress(items: Sequence, *, desc: str, enabled: Optional[bool]):
+    """A tqdm bar on stderr: shown for 2+ items when stderr is a terminal, or when forced."""
+    from tqdm.auto import tqdm
+
+    if enabled is None:
+        enabled = len(items) > 1 and sys.stderr.isatty()
+    return tqdm(items, desc=desc, unit="img", file=sys.stderr, disable=not enabled, dynamic_ncols=True)
+
+
+def _error_line(path, message: str) -> None:
+    """One line per failed file, always naming the file."""
+    if path is not None and str(path) not in message:
+        message = f"{path}: {message}"
+    print(f"error: {message}", file=sys.stderr)
+
+
+def _add_common(p: argparse.ArgumentParser, *, key: bool = True) -> None:
+    p.add_argument("-m", "--method", required=True, help="watermarking method (see `wmkit list`)")
+    if key:
+        p.add_argument("-k", "--key", required=True, action="append", help="key file (repeat for identification)")
+
+
+def _add_progress(p: argparse.ArgumentParser) -> None:
+    group = p.add_mutually_exclusive_group()
+    group.add_argument("--progress", dest="progress", action="store_true", default=None, help="always show a progress bar")
+    group.add_argument("--no-progress", dest="progress", action="store_false", help="never show a progress bar")
+
+
+def _create(method: str, **config):
+    from .registry import create
+
+    return create(method, **config)
+
+
+def _load_image_for(wm, path, max_pixels: int):
+    from .imageio import load_image
+
+    return load_image(path, max_pixels=max_pixels, min_pixels=wm.min_pixels, min_side=wm.min_side)
+
+
+# -- commands ------------------------------------------------------------------------
+def cmd_list(args) -> int:
+    from .registry import list_attacks, list_watermarkers, WATERMARKERS
+
+    print("watermarkers:")
+    for name in list_watermarkers():
+        cls = WATERMARKERS.get(name)
+        kind = "generation-time" if cls.generation_time else "post-hoc"
+        doc = (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else ""
+        print(f"  {name:<18} {kind:<16} {doc}")
+    attacks = list_attacks()
+    if attacks:
+        print("attacks:")
+        print("  " + ", ".join(attacks))
+    return EXIT_OK
+
+
+def cmd_keygen(args) -> int:
+    from .keys import generate_key, parse_message, save_key
+    from .screening import screen_key
+
+    wm = _create(args.method)
+    message = parse_message(args.message) if args.message is not None else None
+    num_bits = getattr(wm, "num_bits", None)
+    if message is not None:
+        if num_bits is None:
+            raise ConfigError(f"'{args.method}' is a zero-bit scheme and carries no message; drop --message")
+        if len(message) != num_bits:
+            raise ConfigError(f"--message has {len(message)} bits; '{args.method}' carries exactly {num_bits}")
+    if Path(args.output).exists() and not args.overwrite:
+        raise ConfigError(f"{args.output}: exists; refusing to overwrite a key (pass --overwrite)")
+    key = generate_key(args.method, seed=args.seed, message=message)
+    key, report = screen_key(wm, key, explicit_message=message is not None, force=args.force)
+    save_key(key, args.output, overwrite=args.overwrite)
+    if report:
+        print(report, file=sys.stderr)
+    print(f"wrote {args.output} ({key.method}, fingerprint {key.fingerprint})", file=sys.stderr)
+    return EXIT_OK
+
+
+def cmd_embed(args) -> int:
+    from .imageio import iter_image_paths, output_path, save_image
+    from .keys import load_key
+
+    wm = _create(args.method)
+    key = load_key(args.key[0], method=args.method)
+    if len(args.key) > 1:
+        raise ConfigError("embed takes one key")
+    if wm.generation_time:
+        raise ConfigError(f"'{args.method}' marks at generation time: use `wmkit generate -m {args.method}`")
+    out_dir = Path(args.output)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise InputError(f"{out_dir}: exists and is not a folder")
+    paths = list(iter_image_paths(args.inputs))
+    if not paths:
+        raise InputError("no input images found")
+    inputs = {str(p.resolve()) for p in paths}
+    failures = 0
+    for path in _progress(paths, desc="embed", enabled=args.progress):
+        try:
+            image = _load_image_for(wm, path, args.max_pixels)
+            target = output_path(path, out_dir, ext="." + args.format)
+            marked = wm.embed([image], key)[0]
+            save_image(marked, target, overwrite=args.overwrite, protect=inputs)
+            if not args.quiet:
+                print(target)
+        except WmkitError as exc:
+            failures += 1
+            _error_line(path, str(exc))
+    return EXIT_ERROR if failures else EXIT_OK
+
+
+def _calibration_spec(args, key_path: str):
+    from .calibration import key_calibration_path
+
+    if args.calibration is not None:
+        return None if args.calibration.lower() == "none" else args.calibration
+    beside = key_calibration_path(key_path)
+    return str(beside) if beside.exists() else "auto"
+
+
+def cmd_verify(args) -> int:
+    from .imageio import iter_image_paths
+    from .keys import load_key
+
+    if not 0.0 < args.alpha < 1.0:
+        raise ConfigError(f"--alpha must lie in (0, 1), got {args.alpha}")
+    wm = _create(args.method)
+    keys = [load_key(k, method=args.method) for k in args.key]
+    if hasattr(wm, "set_calibration"):
+        wm.set_calibration(_calibration_spec(args, args.key[0]))
+        wm.null_model  # load now: a bad calibration file is a usage error, not N file errors
+    paths = list(iter_image_paths(args.inputs))
+    if not paths:
+        raise InputError("no input images found")
+    failures = 0
+    for path in _progress(paths, desc="verify", enabled=args.progress):
+        try:
+            image = _load_image_for(wm, path, args.max_pixels)
+            if len(keys) == 1:
+                record = wm.detect([image], keys[0])[0].to_dict(args.alpha)
+            else:
+                record = wm.identify([image], keys)[0].to_dict(args.alpha)
+            record = {"path": str(path), **record}
+        except WmkitError as exc:
+            failures += 1
+            message = str(exc) if str(path) in str(exc) else f"{path}: {exc}"
+            record = {"path": str(path), "method": args.method, "error": message}
+            if not args.json:
+                _error_line(path, str(exc))
+                continue
+        if args.json:
+            print(json.dumps(record), flush=True)
+        else:
+            _print_verify_line(record, args.alpha)
+    return EXIT_ERROR if failures else EXIT_OK
+
+
+def _print_verify_line(record: dict, alpha: float) -> None:
+    verdict = "WATERMARKED" if record["detected"] else "not detected"
+    parts = [f"{record['path']}: {verdict} (p={record['p_value']:.3g}"]
+    if record.get("calibrated"):
+        parts.append(f", fair-coin p={record['p_value_analytic']:.3g}")
+    if "bit_accuracy" in record:
+        parts.append(f", bit accuracy {record['bit_accuracy']:.3f}")
+    if "key_index" in record:
+        parts.append(f", best key #{record['key_index']}")
+    print("".join(parts) + f", alpha={alpha:g})")
+
+
+def cmd_calibrate(args) -> int:
+    from .calibrate import calibrate_paths
+    from .calibration import key_calibration_path
+
+    if args.output is None and not args.key:
+        raise ConfigError("say where to store the calibration: -o FILE, or -k KEY to store it beside the key")
+    wm = _create(args.method)
+    if args.key:
+        from .keys import load_key
+
+        load_key(args.key[0], method=args.method)  # check it is a key for this method
+    output = Path(args.output) if args.output else key_calibration_path(args.key[0])
+    if output.exists() and not args.overwrite:
+        raise ConfigError(f"{output}: exists (pass --overwrite to replace it)")
+    model, failures = calibrate_paths(
+        wm, args.inputs, attacks=args.attacks, max_pixels=args.max_pixels, progress=args.progress
+    )
+    model.save(output, overwrite=args.overwrite)
+    dep = model.info["dependence"]
+    print(
+        f"wrote {output}: {model.info['num_images']} decodes, bit-one rate {model.info['bit_one_rate']:.3f}, "
+        f"pairwise agreement {dep['mean_pairwise_agreement']:.3f}, variance ratio {dep['variance_ratio']:.2f}",
+        file=sys.stderr,
+    )
+    return EXIT_ERROR if failures else EXIT_OK
+
+
+def cmd_attack(args) -> int:
+    from .attacks import SUITES, parse_attack
+    from .imageio import iter_image_paths, output_path, save_image
+
+    if args.list:
+        from .registry import ATTACKS, list_attacks
+
+        print("attacks (NAME[:PARAM] or NAME@STRENGTH, chain with +):")
+        for name in list_attacks():
+            doc = (ATTACKS.get(name).__doc__ or "").strip().splitlines()
+            print(f"  {name:<16} {doc[0] if doc else ''}")
+        print("suites:")
+        for name, specs in SUITES.items():
+            print(f"  {name:<16} {', '.join(specs) if specs else '(no attack)'}")
+        return EXIT_OK
+    if not args.attack or not args.output or not args.inputs:
+        raise ConfigError("usage: wmkit attack -a ATTACK[:STRENGTH] IMAGE_OR_DIR... -o OUT_DIR (or --list)")
+    import torch
+
+    attack = parse_attack(args.attack)
+    generator = torch.Generator().manual_seed(args.seed)
+    paths = list(iter_image_paths(args.inputs))
+    inputs = {str(p.resolve()) for p in paths}
+    failures = 0
+    from .imageio import load_image
+
+    for path in _progress(paths, desc="attack", enabled=args.progress):
+        try:
+            image = load_image(path, max_pixels=args.max_pixels)
+            attacked = attack(image[None], generator=generator)[0]
+            target = output_path(path, Path(args.output), ext="." + args.format)
+            save_image(attacked, target, overwrite=args.overwrite, protect=inputs)
+            if not args.quiet:
+                print(target)
+        except WmkitError as exc:
+            failures += 1
+            _error_line(path, str(exc))
+    return EXIT_ERROR if failures else EXIT_OK
+
+
+def cmd_demo(args) -> int:
+    from .demo import run_demo
+
+    return run_demo(num_images=args.images, size=args.size, output=args.output)
+
+
+# -- parser ------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    from .imageio import DEFAULT_MAX_PIXELS
+
+    parser = argparse.ArgumentParser(prog="wmkit", description="Invisible watermarks: embed, attack, verify.")
+    parser.add_argument("--version", action="version", version="wmkit " + __import__("wmkit").__version__)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("list", help="list watermarkers and attacks")
+    p.set_defaults(func=cmd_list)
+
+    p = sub.add_parser("keygen", help="make a secret key file")
+    p.add_argument("-m", "--method", required=True)
+    p.add_argument("--seed", type=int, default=None, help="reproducible key (tests, demos); omit for a random secret")
+    p.add_argument("--message", default=None, help="payload bits for multi-bit schemes, e.g. 0101... (exact length)")
+    p.add_argument("-o", "--output", required=True)
+    p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--force", action="store_true", help="keep a --message that key screening rejects")
+    p.set_defaults(func=cmd_keygen)
+
+    def images_args(p, *, output: bool):
+        p.add_argument("inputs", nargs="+" if output else "+", metavar="IMAGE_OR_DIR")
+        if output:
+            p.add_argument("-o", "--output", required=True, metavar="OUT_DIR")
+            p.add_argument("--format", default="png", choices=["png", "webp", "jpg", "bmp", "tiff"], help="output format (default png)")
+            p.add_argument("--overwrite", action="store_true", help="allow replacing existing files, inputs included")
+            p.add_argument("-q", "--quiet", action="store_true")
+        p.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS, help="refuse larger images")
+        _add_progress(p)
+
+    p = sub.add_parser("embed", help="watermark images post hoc")
+    _add_common(p)
+    images_args(p, output=True)
+    p.set_defaults(func=cmd_embed)
+
+    p = sub.add_parser("verify", help="test images for a watermark; one p-value per image")
+    _add_common(p)
+    images_args(p, output=False)
+    p.add_argument("--alpha", type=float, default=1e-3, help="significance level of the decision (default 1e-3)")
+    p.add_argument("--json", action="store_true", help="one JSON object per image, one per line")
+    p.add_argument("--calibration", default=None, help="null calibration file, or 'none' for the analytic p-value")
+    p.set_defaults(func=cmd_verify)
+
+    p = sub.add_parser("calibrate", help="fit the null of a scheme's detector on unwatermarked images")
+    p.add_argument("-m", "--method", required=True)
+    p.add_argument("-k", "--key", action="append", default=None, help="store the calibration beside this key")
+    p.add_argument("-o", "--output", default=None, help="calibration file to write")
+    p.add_argument("inputs", nargs="+", metavar="IMAGE_OR_DIR")
+    p.add_argument("--attacks", default="calibration", help="attack suite applied too, so the null covers attacked images ('none' for clean only)")
+    p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS)
+    _add_progress(p)
+    p.set_defaults(func=cmd_calibrate)
+
+    p = sub.add_parser("attack", help="apply an attack to images")
+    p.add_argument("-a", "--attack", default=None, help="e.g. jpeg:50, rotate:15, center_crop:0.5+jpeg:80, blur@0.5")
+    p.add_argument("--list", action="store_true", help="list attacks and suites")
+    p.add_argument("inputs", nargs="*", metavar="IMAGE_OR_DIR")
+    p.add_argument("-o", "--output", default=None, metavar="OUT_DIR")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--format", default="png", choices=["png", "webp", "jpg", "bmp", "tiff"])
+    p.add_argument("--overwrite", action="store_true")
+    p.add_argument("-q", "--quiet", action="store_true")
+    p.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS)
+    _add_progress(p)
+    p.set_defaults(func=cmd_attack)
+
+    p = sub.add_parser("demo", help="the main job end to end on offline sample photos")
+    p.add_argument("--images", type=int, default=6, help="number of sample images")
+    p.add_argument("--size", type=int, default=256)
+    p.add_argument("-o", "--output", default=None, help="also write the marked images here")
+    p.set_defaults(func=cmd_demo)
+
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except (ConfigError, InputError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except WmkitError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # noqa: BLE001 - last resort: one line, traceback on request
+        if os.environ.get("WMKIT_DEBUG"):
+            raise
+        print(f"error: {type(exc).__name__}: {exc} (set WMKIT_DEBUG=1 for the traceback)", file=sys.stderr)
+        return EXIT_ERROR
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Evaluation: metrics, the streaming harness and reports."""

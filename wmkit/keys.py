@@ -1,0 +1,161 @@
+"""Secret keys: generate, save, load, and derive messages and patterns.
+
+A key file is JSON: a format version, the method it was made for, a 256-bit
+secret (hex), an optional explicit message, and a SHA-256 checksum over the
+rest. Every scheme derives what it needs (message bits, Fourier patterns,
+secret directions) from the secret through ``Key.rng(purpose)``, so one file
+fully determines the watermark. The secret never appears in ``repr`` or logs;
+``fingerprint`` is a short hash that is safe to show.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import secrets
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Optional, Sequence
+
+import numpy as np
+
+from .errors import ConfigError, KeyFileError
+
+KEY_FORMAT = "wmkit-key"
+KEY_VERSION = 1
+
+
+@dataclass(frozen=True, repr=False)
+class Key:
+    method: str
+    secret: bytes
+    message: Optional[tuple[int, ...]] = None
+    created: str = ""
+
+    def __repr__(self) -> str:  # never show the secret
+        msg = "derived" if self.message is None else f"{len(self.message)} bits given"
+        return f"Key(method={self.method!r}, fingerprint={self.fingerprint}, message={msg})"
+
+    __str__ = __repr__
+
+    @property
+    def fingerprint(self) -> str:
+        return hashlib.sha256(b"fingerprint:" + self.secret).hexdigest()[:12]
+
+    def seed(self, purpose: str) -> int:
+        """A 64-bit seed for one purpose; different purposes are independent."""
+        digest = hashlib.sha256(self.secret + b"\x00" + purpose.encode()).digest()
+        return int.from_bytes(digest[:8], "little")
+
+    def rng(self, purpose: str) -> np.random.Generator:
+        return np.random.default_rng(self.seed(purpose))
+
+    def torch_generator(self, purpose: str):
+        import torch
+
+        return torch.Generator().manual_seed(self.seed(purpose) & ((1 << 63) - 1))
+
+    def bits(self, num_bits: int, purpose: str = "message") -> np.ndarray:
+        """The message: the explicit one (its length must match) or one derived from the secret."""
+        if self.message is not None:
+            if len(self.message) != num_bits:
+                raise KeyFileError(
+                    f"this key's message has {len(self.message)} bits but the method expects {num_bits}"
+                )
+            return np.array(self.message, dtype=np.uint8)
+        return self.rng(purpose).integers(0, 2, size=num_bits, dtype=np.uint8)
+
+    def check_method(self, method: str) -> None:
+        if self.method != method:
+            raise KeyFileError(
+                f"this key was made for method '{self.method}', not '{method}'; "
+                f"make one with: wmkit keygen -m {method} -o KEY.json"
+            )
+
+    def with_message(self, message: Sequence[int]) -> "Key":
+        return Key(self.method, self.secret, tuple(int(b) for b in message), self.created)
+
+
+def parse_message(text: str) -> tuple[int, ...]:
+    """'0101...' -> (0, 1, 0, 1, ...); anything but 0s and 1s is a ConfigError."""
+    text = text.strip()
+    if not text or set(text) - {"0", "1"}:
+        raise ConfigError(f"a message is a string of 0s and 1s, got {text!r}")
+    return tuple(int(c) for c in text)
+
+
+def generate_key(method: str, *, seed: Optional[int] = None, message: Optional[Sequence[int]] = None) -> Key:
+    """A new key. With ``seed`` the secret is reproducible (tests, demos); without, it is random."""
+    if seed is None:
+        secret = secrets.token_bytes(32)
+    else:
+        secret = hashlib.sha256(f"wmkit-key-seed:{int(seed)}".encode()).digest()
+    created = datetime.now(timezone.utc).replace(microsecond=0).isoformat()
+    msg = None if message is None else tuple(int(b) for b in message)
+    return Key(method=method, secret=secret, message=msg, created=created)
+
+
+def _payload(key: Key) -> dict:
+    return {
+        "format": KEY_FORMAT,
+        "version": KEY_VERSION,
+        "method": key.method,
+        "secret": key.secret.hex(),
+        "message": None if key.message is None else "".join(map(str, key.message)),
+        "created": key.created,
+    }
+
+
+def _checksum(payload: dict) -> str:
+    canonical = json.dumps(payload, sort_keys=True, separators=(",", ":")).encode()
+    return hashlib.sha256(canonical).hexdigest()
+
+
+def save_key(key: Key, path: str | os.PathLike, *, overwrite: bool = False) -> Path:
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise ConfigError(f"{path}: exists; refusing to overwrite a key (pass --overwrite)")
+    payload = _payload(key)
+    payload["checksum"] = _checksum(payload)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # the key is a secret: create the file readable by its owner only
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            json.dump(payload, f, indent=2)
+            f.write("\n")
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot write the key ({exc.strerror})") from None
+    return path
+
+
+def load_key(path: str | os.PathLike, *, method: Optional[str] = None) -> Key:
+    """Load and verify a key file; ``method`` checks it was made for that scheme."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise KeyFileError(f"{path}: no such key file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise KeyFileError(f"{path}: cannot read the key file ({exc})") from None
+    try:
+        payload = json.loads(text)
+    except json.JSONDecodeError:
+        raise KeyFileError(f"{path}: not a wmkit key file (invalid JSON)") from None
+    if not isinstance(payload, dict) or payload.get("format") != KEY_FORMAT:
+        raise KeyFileError(f"{path}: not a wmkit key file")
+    if payload.get("version") != KEY_VERSION:
+        raise KeyFileError(f"{path}: key format version {payload.get('version')} is not supported (expected {KEY_VERSION})")
+    stored = payload.pop("checksum", None)
+    if stored != _checksum(payload):
+        raise KeyFileError(f"{path}: the key file is corrupted (checksum mismatch); use an intact copy")
+    try:
+        secret = bytes.fromhex(payload["secret"])
+        message = None if payload["message"] is None else parse_message(payload["message"])
+        key = Key(method=str(payload["method"]), secret=secret, message=message, created=str(payload["created"]))
+    except (KeyError, ValueError, TypeError, ConfigError):
+        raise KeyFileError(f"{path}: the key file is malformed") from None
+    if method is not None:
+        key.check_method(method)
+    return key

@@ -1,0 +1,170 @@
+"""The watermarker contract shared by every scheme.
+
+- ``embed(images, key)``: post-hoc marking (generation-time schemes instead say
+  how they change a pipeline; ``wmkit.wrap`` uses that).
+- ``extract(images)``: the raw signal (bits, features, inverted latents).
+- ``detect(images, key)``: one ``DetectionResult`` per image with a p-value.
+
+Images are a (B, 3, H, W) float tensor in [0, 1] or a list of (3, H, W)
+tensors of any sizes; the same form comes back. Batches give exactly what N
+single calls give.
+"""
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Any, ClassVar, Optional
+
+import numpy as np
+import torch
+
+from .. import stats
+from ..errors import ConfigError
+from ..imageio import as_image_list, check_size, restore_form
+from ..keys import Key
+from ..types import DetectionResult
+
+
+class Watermarker(ABC):
+    name: ClassVar[str]
+    #: True for schemes that mark at generation time (Tree-Ring, Stable Signature)
+    generation_time: ClassVar[bool] = False
+    #: the smallest image the scheme can handle: H * W and min(H, W)
+    min_pixels: ClassVar[int] = 0
+    min_side: ClassVar[int] = 0
+
+    def config(self) -> dict[str, Any]:
+        """The options that change what the scheme computes (identify calibrations)."""
+        return {}
+
+    def check_key(self, key: Key) -> None:
+        key.check_method(self.name)
+
+    def _images(self, images) -> tuple[list[torch.Tensor], bool]:
+        image_list, batched = as_image_list(images)
+        for i, img in enumerate(image_list):
+            check_size(img.shape[1], img.shape[2], min_pixels=self.min_pixels, min_side=self.min_side, name=f"image {i}")
+        return image_list, batched
+
+    def embed(self, images, key: Key):
+        raise ConfigError(
+            f"'{self.name}' marks images at generation time; use wmkit.wrap(pipe, ...) or `wmkit generate`"
+        )
+
+    @abstractmethod
+    def extract(self, images) -> Any: ...
+
+    @abstractmethod
+    def detect(self, images, key: Key) -> list[DetectionResult]: ...
+
+    def identify(self, images, keys: list[Key], *, correction: str = "sidak") -> list[DetectionResult]:
+        """Test each image against K keys: the best key, with its p-value corrected for K looks."""
+        per_key = [self.detect(images, key) for key in keys]
+        return [_best_of(method=self.name, candidates=[r[i] for r in per_key], correction=correction) for i in range(len(per_key[0]))]
+
+    def __repr__(self) -> str:
+        options = ", ".join(f"{k}={v!r}" for k, v in self.config().items())
+        return f"{type(self).__name__}({options})"
+
+
+class BitWatermarker(Watermarker):
+    """A multi-bit scheme: embeds the key's message, decodes bits, tests matches.
+
+    The p-value is the probability that an unwatermarked image agrees with the
+    message on at least as many bits. Without a calibration that assumes fair,
+    independent coins (binomial); with a ``BitNullModel`` fitted on clean images
+    it uses the decoder's real, biased and dependent null for this message.
+    """
+
+    num_bits: int
+
+    def __init__(self, *, num_bits: int, calibration: Any = "auto"):
+        if not isinstance(num_bits, int) or num_bits < 1:
+            raise ConfigError(f"num_bits must be a positive integer, got {num_bits!r}")
+        self.num_bits = num_bits
+        self._calibration_spec = calibration
+        self._null = None
+        self._null_loaded = False
+
+    def config(self) -> dict[str, Any]:
+        return {"num_bits": self.num_bits}
+
+    # -- null calibration -------------------------------------------------
+    @property
+    def null_model(self):
+        """The calibrated null in use, or None (fair coins)."""
+        if not self._null_loaded:
+            from ..calibration import resolve_null_model
+
+            self._null = resolve_null_model(self, self._calibration_spec)
+            self._null_loaded = True
+        return self._null
+
+    def set_calibration(self, calibration: Any) -> None:
+        """A BitNullModel, a path to one, "auto" (the shipped one) or None."""
+        self._calibration_spec = calibration
+        self._null_loaded = False
+
+    # -- the scheme itself --------------------------------------------------
+    @abstractmethod
+    def _embed_bits(self, images: list[torch.Tensor], bits: np.ndarray) -> list[torch.Tensor]: ...
+
+    @abstractmethod
+    def decode_bits(self, images: list[torch.Tensor]) -> np.ndarray:
+        """(B, num_bits) array of 0/1 decoded from each image."""
+
+    def message(self, key: Key) -> np.ndarray:
+        self.check_key(key)
+        return key.bits(self.num_bits)
+
+    def embed(self, images, key: Key):
+        bits = self.message(key)
+        image_list, batched = self._images(images)
+        return restore_form(self._embed_bits(image_list, bits), batched)
+
+    def extract(self, images) -> np.ndarray:
+        image_list, _ = self._images(images)
+        return self.decode_bits(image_list)
+
+    def detect(self, images, key: Key) -> list[DetectionResult]:
+        return self.results_from_bits(self.extract(images), self.message(key))
+
+    def identify(self, images, keys: list[Key], *, correction: str = "sidak") -> list[DetectionResult]:
+        bits = self.extract(images)  # decode once, test against every key
+        per_key = [self.results_from_bits(bits, self.message(key)) for key in keys]
+        return [_best_of(method=self.name, candidates=[r[i] for r in per_key], correction=correction) for i in range(len(bits))]
+
+    def results_from_bits(self, bits: np.ndarray, message: np.ndarray) -> list[DetectionResult]:
+        bits = np.asarray(bits, dtype=np.uint8).reshape(-1, self.num_bits)
+        matches = (bits == message[None, :]).sum(axis=1)
+        log_p_fair = stats.log_binomial_sf(matches, self.num_bits, 0.5)
+        null = self.null_model
+        log_p = null.log_p_value(message, matches) if null is not None else log_p_fair
+        return [
+            DetectionResult(
+                method=self.name,
+                p_value=float(np.exp(log_p[i])),
+                score=float(matches[i]),
+                p_value_analytic=float(np.exp(log_p_fair[i])),
+                calibrated=null is not None,
+                bits=tuple(int(b) for b in bits[i]),
+                bit_accuracy=float(matches[i]) / self.num_bits,
+                extra={"log10_p_value": float(log_p[i] / np.log(10))},
+            )
+            for i in range(len(bits))
+        ]
+
+
+def _best_of(*, method: str, candidates: list[DetectionResult], correction: str) -> DetectionResult:
+    """The smallest p-value among K keys, corrected for the K comparisons (stats.multi_key_correction)."""
+    from dataclasses import replace
+
+    log_ps = np.array([np.log(max(r.p_value, 1e-320)) for r in candidates])
+    if "log10_p_value" in candidates[0].extra:  # exact log form, no underflow
+        log_ps = np.array([r.extra["log10_p_value"] * np.log(10) for r in candidates])
+    best = int(np.argmin(log_ps))
+    k = len(candidates)
+    log_p = float(stats.log_multi_key_correction(log_ps[best], k, method=correction))
+    winner = candidates[best]
+    log_p_analytic = float(stats.log_multi_key_correction(np.log(max(winner.p_value_analytic, 1e-320)), k, method=correction))
+    extra = dict(winner.extra, key_index=best, num_keys=k, uncorrected_p_value=winner.p_value, log10_p_value=log_p / np.log(10))
+    return replace(winner, method=method, p_value=float(np.exp(log_p)), p_value_analytic=float(np.exp(log_p_analytic)), extra=extra)
