@@ -1,0 +1,124 @@
+"""The command-line contract: keygen / embed / verify / list, JSON fields, exit codes, bad inputs."""
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from wmkit.cli import main
+from wmkit.imageio import save_image
+
+CONTRACT_FIELDS = {"path", "method", "p_value", "score", "detected", "bit_accuracy"}
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory, small_photos):
+    root = tmp_path_factory.mktemp("cli")
+    for i, img in enumerate(small_photos[:2]):
+        save_image(img, root / "in" / f"photo{i}.png")
+    assert main(["keygen", "-m", "dwtdctsvd", "--seed", "1", "-o", str(root / "key.json")]) == 0
+    return root
+
+
+def run(capsys, *argv):
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_embed_then_verify_json_contract(workspace, capsys):
+    code, out, err = run(capsys, "embed", "-m", "dwtdctsvd", "-k", workspace / "key.json", workspace / "in", "-o", workspace / "out")
+    assert code == 0, err
+    assert sorted(p.name for p in (workspace / "out").iterdir()) == ["photo0.png", "photo1.png"]  # names kept
+    code, out, err = run(capsys, "verify", "-m", "dwtdctsvd", "-k", workspace / "key.json", workspace / "out", workspace / "in", "--json", "--alpha", "0.001")
+    assert code == 0, err
+    records = [json.loads(line) for line in out.splitlines()]
+    assert len(records) == 4
+    for record in records:
+        assert CONTRACT_FIELDS <= set(record)
+        assert record["method"] == "dwtdctsvd" and 0 <= record["p_value"] <= 1
+        assert record["detected"] == (record["p_value"] < 0.001)
+    marked = [r for r in records if "/out/" in r["path"]]
+    clean = [r for r in records if "/in/" in r["path"]]
+    assert all(r["detected"] for r in marked) and not any(r["detected"] for r in clean)
+
+
+def test_bad_file_in_a_batch_is_reported_and_the_rest_processed(workspace, capsys, tmp_path):
+    batch = tmp_path / "batch"
+    batch.mkdir()
+    for name in ["photo0.png", "photo1.png"]:
+        (batch / name).write_bytes((workspace / "in" / name).read_bytes())
+    (batch / "broken.png").write_text("not an image")
+    (batch / "empty.jpg").write_bytes(b"")
+    Image.fromarray(np.zeros((100, 100, 3), np.uint8)).save(batch / "tiny.png")
+    code, out, err = run(capsys, "verify", "-m", "dwtdctsvd", "-k", workspace / "key.json", batch, "--json")
+    assert code == 1
+    records = {json.loads(line)["path"].split("/")[-1]: json.loads(line) for line in out.splitlines()}
+    assert set(records) == {"photo0.png", "photo1.png", "broken.png", "empty.jpg", "tiny.png"}
+    assert "not an image" in records["broken.png"]["error"]
+    assert "empty file" in records["empty.jpg"]["error"]
+    assert "minimum of 65536 pixels" in records["tiny.png"]["error"]
+    assert "p_value" in records["photo0.png"]
+    code, out, err = run(capsys, "verify", "-m", "dwtdctsvd", "-k", workspace / "key.json", batch)
+    assert code == 1 and err.count("error:") == 3 and "Traceback" not in err
+
+
+def test_embed_refuses_to_overwrite(workspace, capsys):
+    # writing into the input folder would replace the inputs: refused per file, exit 1
+    code, out, err = run(capsys, "embed", "-m", "dwtdctsvd", "-k", workspace / "key.json", workspace / "in", "-o", workspace / "in")
+    assert code == 1 and err.count("would overwrite its input") == 2
+    code, out, err = run(capsys, "embed", "-m", "dwtdctsvd", "-k", workspace / "key.json", workspace / "in", "-o", workspace / "out")
+    assert code == 1 and "exists" in err  # outputs from the first test are kept
+
+
+def test_usage_errors_exit_2(workspace, capsys, tmp_path):
+    key = workspace / "key.json"
+    assert run(capsys, "verify", "-m", "rivagan", "-k", key, workspace / "in")[0] == 2  # key for another method
+    assert run(capsys, "verify", "-m", "nope", "-k", key, workspace / "in")[0] == 2
+    assert run(capsys, "verify", "-m", "dwtdctsvd", "-k", tmp_path / "missing.json", workspace / "in")[0] == 2
+    assert run(capsys, "verify", "-m", "dwtdctsvd", "-k", key, workspace / "in", "--alpha", "2")[0] == 2
+    code, _, err = run(capsys, "keygen", "-m", "dwtdctsvd", "--message", "0101", "-o", tmp_path / "k.json")
+    assert code == 2 and "exactly 32" in err
+    assert run(capsys, "keygen", "-m", "dwtdctsvd", "-o", key)[0] == 2  # existing key not overwritten
+    with pytest.raises(SystemExit) as exc:
+        main(["verify"])
+    assert exc.value.code == 2
+
+
+def test_unwritable_output_folder(workspace, capsys, tmp_path):
+    blocker = tmp_path / "blocker"
+    blocker.write_text("x")
+    code, out, err = run(capsys, "embed", "-m", "dwtdctsvd", "-k", workspace / "key.json", workspace / "in" / "photo0.png", "-o", blocker)
+    assert code == 2 and "not a folder" in err
+
+
+def test_too_large_image_is_refused(workspace, capsys, tmp_path):
+    Image.new("RGB", (3000, 3000)).save(tmp_path / "huge.png")
+    code, out, err = run(capsys, "verify", "-m", "dwtdctsvd", "-k", workspace / "key.json", tmp_path / "huge.png", "--max-pixels", "1000000")
+    assert code == 1 and "larger than the limit of 1000000 pixels" in err
+
+
+def test_keygen_with_message_and_list(capsys, tmp_path):
+    message = "01" * 16
+    code, _, err = run(capsys, "keygen", "-m", "rivagan", "--message", message, "-o", tmp_path / "k.json", "--force")
+    assert code == 0, err
+    assert json.loads((tmp_path / "k.json").read_text())["message"] == message
+    assert "secret" not in err and json.loads((tmp_path / "k.json").read_text())["secret"] not in err
+    code, out, _ = run(capsys, "list")
+    assert code == 0 and "rivagan" in out and "dwtdct" in out
+
+
+def test_progress_bar_on_stderr(workspace, capsys):
+    code, out, err = run(capsys, "verify", "-m", "dwtdctsvd", "-k", workspace / "key.json", workspace / "in", "--progress")
+    assert code == 0 and "verify" in err and "2/2" in err
+
+
+def test_console_script_runs(workspace):
+    proc = subprocess.run(
+        [sys.executable, "-m", "wmkit.cli", "verify", "-m", "dwtdctsvd", "-k", str(workspace / "key.json"), str(workspace / "in"), "--json"],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert len(proc.stdout.splitlines()) == 2

@@ -1,0 +1,88 @@
+"""Generic contract tests: every registered watermarker gets them automatically."""
+import numpy as np
+import pytest
+import torch
+
+import wmkit
+from wmkit.errors import InputError, KeyFileError
+from wmkit.keys import generate_key
+
+METHODS = wmkit.list_watermarkers()
+
+
+@pytest.fixture(scope="module")
+def images(small_photos):
+    return torch.stack(small_photos[:2])
+
+
+def _post_hoc(method):
+    wm = wmkit.create(method)
+    if wm.generation_time:
+        pytest.skip(f"{method} marks at generation time; its pipeline contract is tested in its own file")
+    return wm
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_round_trip_detects_with_tiny_p_value(method, images):
+    wm = _post_hoc(method)
+    key = generate_key(method, seed=1)
+    marked = wm.embed(images, key)
+    assert marked.shape == images.shape and marked.dtype == images.dtype
+    assert float(marked.min()) >= 0 and float(marked.max()) <= 1
+    results = wm.detect(marked, key)
+    clean = wm.detect(images, key)
+    assert len(results) == len(images)
+    for r, c in zip(results, clean):
+        assert r.method == method
+        assert 0.0 <= r.p_value <= 1.0 and 0.0 <= r.p_value_analytic <= 1.0
+        assert r.p_value < c.p_value  # marking moves every image towards the key
+    # schemes may fail on some images (DwtDct on flat ones); per-scheme rates are tested elsewhere
+    assert sum(r.detected(1e-3) for r in results) >= len(results) / 2, results
+    other = wm.detect(marked, generate_key(method, seed=2))  # the wrong key does not verify
+    assert all(not r.detected(1e-3) for r in other)
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_batch_equals_single_calls(method, images):
+    wm = _post_hoc(method)
+    key = generate_key(method, seed=3)
+    batch = wm.embed(images, key)
+    singles = torch.stack([wm.embed([img], key)[0] for img in images])
+    assert torch.equal(batch, singles)
+    as_list = wm.embed(list(images), key)
+    assert isinstance(as_list, list) and torch.equal(torch.stack(as_list), batch)
+    batch_results = wm.detect(batch, key)
+    single_results = [wm.detect([img], key)[0] for img in batch]
+    assert [r.p_value for r in batch_results] == [r.p_value for r in single_results]
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_same_key_same_bytes(method, images):
+    wm = _post_hoc(method)
+    a = wm.embed(images, generate_key(method, seed=4))
+    b = wmkit.create(method).embed(images, generate_key(method, seed=4))
+    assert torch.equal(a, b)
+    c = wm.embed(images, generate_key(method, seed=5))
+    assert not torch.equal(a, c)
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_rejects_foreign_keys_and_bad_images(method, images):
+    wm = _post_hoc(method)
+    with pytest.raises(KeyFileError):
+        wm.detect(images, generate_key("some-other-method", seed=1))
+    with pytest.raises(InputError):
+        wm.detect([images[0] * 2], generate_key(method, seed=1))  # values outside [0, 1]
+    if wm.min_pixels or wm.min_side:
+        with pytest.raises(InputError, match="minimum"):
+            wm.embed([torch.rand(3, 64, 64)], generate_key(method, seed=1))
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_identification_picks_the_right_key_and_corrects(method, images):
+    wm = _post_hoc(method)
+    keys = [generate_key(method, seed=s) for s in (10, 11, 12)]
+    marked = wm.embed(images, keys[1])
+    for r, single in zip(wm.identify(marked, keys), wm.detect(marked, keys[1])):
+        assert r.extra["key_index"] == 1 and r.extra["num_keys"] == 3
+        assert single.p_value <= r.p_value <= min(1.0, 3 * single.p_value) + 1e-300
