@@ -343,7 +343,8 @@ def test_sequence_of_random_steps_replays(images: torch.Tensor) -> None:
 @pytest.mark.parametrize("suite", sorted(SUITES))
 def test_suites_build(suite: str) -> None:
     attacks = get_suite(suite)
-    assert attacks and all(isinstance(attack, Attack) for attack in attacks)
+    assert bool(attacks) == (suite != "none")
+    assert all(isinstance(attack, Attack) for attack in attacks)
     assert len({attack.describe() for attack in attacks}) == len(attacks)  # no duplicates
 
 
@@ -353,6 +354,12 @@ def test_standard_suite_covers_every_classical_attack() -> None:
     assert covered == classical - {"identity", "jpeg_diff"}
     strengths = get_suite("strengths")
     assert {attack.name for attack in strengths} == covered
+
+
+def test_suites_the_rest_of_wmkit_relies_on() -> None:
+    assert SUITES["none"] == []  # "clean images only"
+    assert {attack.name for attack in get_suite("calibration")} >= {"jpeg", "resize", "brightness", "gaussian_blur"}
+    assert all(attack.strength > 0 for attack in get_suite("quick"))
 
 
 def test_unknown_suite() -> None:

@@ -10,7 +10,6 @@ Every problem raises ``InputError`` with one line naming the file.
 from __future__ import annotations
 
 import os
-import warnings
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence
 
@@ -74,27 +73,29 @@ def load_image(
         raise InputError(f"{path}: is a directory, not an image")
     if path.stat().st_size == 0:
         raise InputError(f"{path}: empty file")
+    saved_limit = Image.MAX_IMAGE_PIXELS
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as im:
-                width, height = im.size
-                if width * height > max_pixels:
-                    raise InputError(
-                        f"{path}: {width}x{height} is larger than the limit of {max_pixels} pixels "
-                        f"(raise it with --max-pixels)"
-                    )
-                im.load()
-                im = ImageOps.exif_transpose(im)
-                arr = _to_array(im)
+        # our own limit is checked from the header below; Pillow's would refuse
+        # without saying the size, so it is lifted while this file is opened
+        Image.MAX_IMAGE_PIXELS = None
+        with Image.open(path) as im:
+            width, height = im.size
+            if width * height > max_pixels:
+                raise InputError(
+                    f"{path}: {width}x{height} is larger than the limit of {max_pixels} pixels "
+                    f"(raise it with --max-pixels)"
+                )
+            im.load()
+            im = ImageOps.exif_transpose(im)
+            arr = _to_array(im)
     except InputError:
         raise
     except UnidentifiedImageError:
         raise InputError(f"{path}: not an image (unknown or unsupported format)") from None
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise InputError(f"{path}: larger than the limit of {max_pixels} pixels (raise it with --max-pixels)") from None
     except (OSError, SyntaxError, ValueError) as exc:
         raise InputError(f"{path}: truncated or corrupt image data ({exc})") from None
+    finally:
+        Image.MAX_IMAGE_PIXELS = saved_limit
     height, width = arr.shape[:2]
     check_size(height, width, min_pixels=min_pixels, min_side=min_side, name=str(path))
     return torch.from_numpy(np.ascontiguousarray(arr)).permute(2, 0, 1).contiguous()
