@@ -1,0 +1,1 @@
+"""Recipes that produce what ships in weights/ (run as `python -m wmkit.train.NAME`)."""
