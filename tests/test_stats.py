@@ -151,3 +151,15 @@ def test_hypercone_log_tail_matches_arbitrary_precision(dim, c):
     a = mpmath.mpf(dim - 1) / 2
     exact = mpmath.betainc(a, mpmath.mpf(1) / 2, 0, 1 - mpmath.mpf(c) ** 2, regularized=True) / 2
     assert stats.log_hypercone_p_value(c, dim) == pytest.approx(float(mpmath.log(exact)), rel=1e-9)
+
+
+def test_noncentral_chi2_log_tail_below_float_range():
+    from scipy import stats as scipy_stats
+
+    # where scipy's log cdf is finite, the log-space Poisson-mixture series agrees with it
+    for x, dof, nc in [(10.0, 100, 50.0), (20.0, 60, 30.0), (50.0, 100, 50.0)]:
+        series = stats._log_ncx2_cdf_series(np.array([x]), dof, np.array([nc]))[0]
+        assert series == pytest.approx(scipy_stats.ncx2.logcdf(x, dof, nc), rel=1e-8)
+    # and below 1e-308, where scipy underflows to -inf, it stays finite and monotone
+    tails = stats.log_noncentral_chi2_p_value([0.5, 1.0, 5.0], 200, 400.0)
+    assert np.all(np.isfinite(tails)) and tails[0] < tails[1] < tails[2] < np.log(1e-300)

@@ -21,6 +21,13 @@ def verify(images, key: Key, *, method: str | None = None, **config) -> list[Det
 
 __all__ = [
     "create", "list_watermarkers", "create_attack", "list_attacks", "register_watermarker", "register_attack",
-    "Key", "generate_key", "load_key", "save_key", "verify", "DetectionResult",
+    "Key", "generate_key", "load_key", "save_key", "verify", "wrap", "DetectionResult",
     "WmkitError", "ConfigError", "InputError", "KeyFileError", "WeightsError", "MissingDependencyError",
 ]
+
+
+def wrap(pipe, watermarker, key: Key, **config):
+    """Wrap a diffusers pipeline so its outputs carry a generation-time mark (see wmkit.wrapping)."""
+    from .wrapping import wrap as _wrap
+
+    return _wrap(pipe, watermarker, key, **config)

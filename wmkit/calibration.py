@@ -54,6 +54,37 @@ def key_calibration_path(key_path: str | os.PathLike) -> Path:
     return key_path.with_name(key_path.stem + ".calibration.json")
 
 
+def _save_checksummed(payload: dict[str, Any], path: str | os.PathLike, *, overwrite: bool) -> Path:
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise ConfigError(f"{path}: exists (pass --overwrite to replace it)")
+    canonical = json.dumps(payload, sort_keys=True, separators=(",", ":")).encode()
+    payload = dict(payload, checksum=hashlib.sha256(canonical).hexdigest())
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(payload, indent=1) + "\n")
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot write the calibration ({exc.strerror})") from None
+    return path
+
+
+def _load_checksummed(path: str | os.PathLike, fmt: str) -> dict[str, Any]:
+    path = Path(path)
+    try:
+        payload = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise WeightsError(f"{path}: no such calibration file") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise WeightsError(f"{path}: not a readable calibration file ({exc})") from None
+    if not isinstance(payload, dict) or payload.get("format") != fmt:
+        raise WeightsError(f"{path}: not a wmkit calibration file of this kind (expected {fmt})")
+    stored = payload.pop("checksum", None)
+    canonical = json.dumps(payload, sort_keys=True, separators=(",", ":")).encode()
+    if stored != hashlib.sha256(canonical).hexdigest():
+        raise WeightsError(f"{path}: calibration file is corrupted (checksum mismatch)")
+    return payload
+
+
 @dataclass
 class BitNullModel:
     method: str
@@ -110,7 +141,7 @@ class BitNullModel:
 
     # -- persistence ------------------------------------------------------------
     def to_json(self) -> dict[str, Any]:
-        payload = {
+        return {
             "format": CALIBRATION_FORMAT,
             "version": CALIBRATION_VERSION,
             "method": self.method,
@@ -121,33 +152,13 @@ class BitNullModel:
             "theta_vars": self.theta_vars.round(6).tolist(),
             "info": self.info,
         }
-        canonical = json.dumps(payload, sort_keys=True, separators=(",", ":")).encode()
-        payload["checksum"] = hashlib.sha256(canonical).hexdigest()
-        return payload
 
     def save(self, path: str | os.PathLike, *, overwrite: bool = False) -> Path:
-        path = Path(path)
-        if path.exists() and not overwrite:
-            raise ConfigError(f"{path}: exists (pass --overwrite to replace it)")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(self.to_json(), indent=1) + "\n")
-        return path
+        return _save_checksummed(self.to_json(), path, overwrite=overwrite)
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "BitNullModel":
-        path = Path(path)
-        try:
-            payload = json.loads(path.read_text())
-        except FileNotFoundError:
-            raise WeightsError(f"{path}: no such calibration file") from None
-        except (OSError, json.JSONDecodeError) as exc:
-            raise WeightsError(f"{path}: not a readable calibration file ({exc})") from None
-        if not isinstance(payload, dict) or payload.get("format") != CALIBRATION_FORMAT:
-            raise WeightsError(f"{path}: not a wmkit bit-null calibration file")
-        stored = payload.pop("checksum", None)
-        canonical = json.dumps(payload, sort_keys=True, separators=(",", ":")).encode()
-        if stored != hashlib.sha256(canonical).hexdigest():
-            raise WeightsError(f"{path}: calibration file is corrupted (checksum mismatch)")
+        payload = _load_checksummed(path, CALIBRATION_FORMAT)
         return cls(
             method=payload["method"],
             config=payload["config"],
@@ -237,18 +248,106 @@ def dependence_summary(bits: np.ndarray) -> dict[str, float]:
     }
 
 
-def resolve_null_model(watermarker, spec: Any) -> Optional[BitNullModel]:
-    """Turn a calibration spec into a model: "auto" finds the shipped one, None means fair coins."""
+SCORE_NULL_FORMAT = "wmkit-score-null"
+
+
+@dataclass
+class ScoreNullModel:
+    """Empirical recalibration of an analytic p-value (Tree-Ring and other score tests).
+
+    On unwatermarked images, z = Phi^-1(analytic p) should be standard normal. It
+    is not when the analytic model is off (DDIM inversion is not exact, latents
+    are not white), so we fit z ~ N(mu, s^2) on clean images and report
+    Phi((z - mu) / s). The fit is made conservative for the lower tail by
+    using a lower confidence bound for mu and an upper one for s (95%), and the
+    tail is extrapolated by the normal shape past the calibration sample.
+    ``empirical_p`` gives the assumption-free (1 + #{null <= z}) / (1 + N) for
+    comparison. One model per scheme configuration and pipeline.
+    """
+
+    method: str
+    config: dict[str, Any]
+    pipeline: str
+    mu: float
+    scale: float
+    null_z: np.ndarray
+    info: dict[str, Any] = field(default_factory=dict)
+
+    def log_p_value(self, log_p_analytic) -> np.ndarray:
+        from scipy import special, stats as sps
+
+        z = special.ndtri_exp(np.minimum(np.asarray(log_p_analytic, dtype=np.float64), 0.0))
+        return sps.norm.logcdf((z - self.mu) / self.scale)
+
+    def empirical_p(self, log_p_analytic) -> np.ndarray:
+        from scipy import special
+
+        z = special.ndtri_exp(np.minimum(np.asarray(log_p_analytic, dtype=np.float64), 0.0))
+        return (1 + (self.null_z[None, :] <= np.atleast_1d(z)[:, None]).sum(1)) / (1 + self.null_z.size)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "format": SCORE_NULL_FORMAT, "version": CALIBRATION_VERSION, "method": self.method,
+            "config": self.config, "pipeline": self.pipeline, "mu": self.mu, "scale": self.scale,
+            "null_z": self.null_z.round(6).tolist(), "info": self.info,
+        }
+
+    def save(self, path: str | os.PathLike, *, overwrite: bool = False) -> Path:
+        return _save_checksummed(self.to_json(), path, overwrite=overwrite)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "ScoreNullModel":
+        p = _load_checksummed(path, SCORE_NULL_FORMAT)
+        return cls(p["method"], p["config"], p["pipeline"], float(p["mu"]), float(p["scale"]),
+                   np.asarray(p["null_z"], dtype=np.float64), p.get("info", {}))
+
+    def check_matches(self, watermarker) -> None:
+        pipeline = getattr(watermarker, "pipeline_name", None)
+        if self.method != watermarker.name or self.config != watermarker.config() or self.pipeline != pipeline:
+            raise WeightsError(
+                f"calibration is for {self.method} {self.config} on pipeline '{self.pipeline}', not "
+                f"{watermarker.name} {watermarker.config()} on '{pipeline}'"
+            )
+
+
+def fit_score_null(log_p_analytic, *, method: str, config: dict[str, Any], pipeline: str,
+                   info: Optional[dict[str, Any]] = None) -> ScoreNullModel:
+    """Fit the probit recalibration on analytic log p-values of clean images."""
+    from scipy import special, stats as sps
+
+    z = special.ndtri_exp(np.minimum(np.asarray(log_p_analytic, dtype=np.float64), 0.0))
+    z = z[np.isfinite(z)]
+    n = z.size
+    if n < 10:
+        raise ConfigError(f"calibration needs scores of at least 10 clean images, got {n}")
+    mean, sd = float(z.mean()), float(z.std(ddof=1))
+    mu_low = mean - sps.t.ppf(0.95, n - 1) * sd / np.sqrt(n)
+    scale_high = sd * np.sqrt((n - 1) / sps.chi2.ppf(0.05, n - 1))
+    info = dict(info or {})
+    info.update({"num_images": int(n), "z_mean": mean, "z_sd": sd,
+                 "fitted": datetime.now(timezone.utc).replace(microsecond=0).isoformat()})
+    return ScoreNullModel(method, dict(config), pipeline, float(mu_low), float(scale_high), np.sort(z), info)
+
+
+def shipped_score_calibration_path(watermarker) -> Path:
+    config = dict(watermarker.config(), pipeline=watermarker.pipeline_name)
+    return shipped_calibration_path(watermarker.name, config)
+
+
+def resolve_null_model(watermarker, spec: Any):
+    """Turn a calibration spec into a model: "auto" finds the shipped one, None means analytic."""
+    kind = BitNullModel if hasattr(watermarker, "num_bits") else ScoreNullModel
     if spec is None or spec is False:
         return None
-    if isinstance(spec, BitNullModel):
+    if isinstance(spec, (BitNullModel, ScoreNullModel)):
         model = spec
     elif spec == "auto":
-        path = shipped_calibration_path(watermarker.name, watermarker.config())
+        path = (shipped_calibration_path(watermarker.name, watermarker.config()) if kind is BitNullModel
+                else shipped_score_calibration_path(watermarker))
         if not path.exists():
             return None
-        model = BitNullModel.load(path)
+        model = kind.load(path)
     else:
-        model = BitNullModel.load(spec)
+        model = kind.load(spec)
     model.check_matches(watermarker)
     return model

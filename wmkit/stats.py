@@ -142,8 +142,35 @@ def log_noncentral_chi2_p_value(distance, dof: int, noncentrality) -> np.ndarray
     noncentrality ``lambda = sum |key|^2 / sigma^2`` when y is unwatermarked
     noise. Watermarked images have a *small* distance, hence the lower tail.
     """
-    distance = np.asarray(distance, dtype=np.float64)
-    return stats.ncx2.logcdf(distance, dof, np.asarray(noncentrality, dtype=np.float64))
+    distance, noncentrality = np.broadcast_arrays(
+        np.asarray(distance, dtype=np.float64), np.asarray(noncentrality, dtype=np.float64)
+    )
+    direct = stats.ncx2.logcdf(distance, dof, noncentrality)
+    tiny = ~(direct > np.log(1e-250))  # scipy underflows there: sum the Poisson mixture in log space
+    if np.any(tiny):
+        direct = np.array(direct, dtype=np.float64, copy=True)
+        direct[tiny] = _log_ncx2_cdf_series(distance[tiny], dof, noncentrality[tiny])
+    return direct
+
+
+def _log_gammainc_lower(a: np.ndarray, x: np.ndarray, terms: int = 400) -> np.ndarray:
+    """log P(a, x) (regularised lower incomplete gamma) for tiny values, by the series
+    P(a, x) = x^a e^-x / Gamma(a + 1) * sum_n x^n / ((a + 1) ... (a + n))."""
+    m = np.arange(1, terms + 1)
+    log_terms = np.cumsum(np.log(x[..., None]) - np.log(a[..., None] + m), axis=-1)
+    log_sum = special.logsumexp(np.concatenate([np.zeros(log_terms.shape[:-1] + (1,)), log_terms], axis=-1), axis=-1)
+    return special.xlogy(a, x) - x - special.gammaln(a + 1) + log_sum
+
+
+def _log_ncx2_cdf_series(x: np.ndarray, dof: int, noncentrality: np.ndarray) -> np.ndarray:
+    """log P(chi'^2 <= x) = log sum_j Poisson(j; lambda / 2) P(dof / 2 + j, x / 2), in log space."""
+    half = noncentrality / 2.0
+    j_max = int(np.max(half + 12 * np.sqrt(half + 1) + 60))
+    j = np.arange(j_max + 1)
+    log_poisson = -half[..., None] + special.xlogy(j, half[..., None]) - special.gammaln(j + 1)
+    a = dof / 2.0 + j
+    log_gamma = _log_gammainc_lower(np.broadcast_to(a, log_poisson.shape), np.broadcast_to((x / 2.0)[..., None], log_poisson.shape))
+    return special.logsumexp(log_poisson + log_gamma, axis=-1)
 
 
 def noncentral_chi2_p_value(distance, dof: int, noncentrality) -> np.ndarray:

@@ -32,9 +32,35 @@ class Watermarker(ABC):
     min_pixels: ClassVar[int] = 0
     min_side: ClassVar[int] = 0
 
+    #: how the null is calibrated: "auto" (the shipped calibration, if any), a path, a model, or None
+    _calibration_spec: Any = None
+    _null: Any = None
+    _null_loaded: bool = False
+
     def config(self) -> dict[str, Any]:
         """The options that change what the scheme computes (identify calibrations)."""
         return {}
+
+    # -- null calibration (wmkit/calibration.py) ---------------------------------------
+    @property
+    def null_model(self):
+        """The calibrated null in use, or None (the analytic p-value is used)."""
+        if not self._null_loaded:
+            from ..calibration import resolve_null_model
+
+            self._null = resolve_null_model(self, self._calibration_spec)
+            self._null_loaded = True
+        return self._null
+
+    def set_calibration(self, calibration: Any) -> None:
+        """A null model, a path to one, "auto" (the shipped one) or None (analytic p-values)."""
+        self._calibration_spec = calibration
+        self._null_loaded = False
+
+    def fit_null(self, images, *, attacks: Any = "calibration", keys: Optional[list[Key]] = None,
+                 progress: Optional[bool] = None, info: Optional[dict] = None):
+        """Fit this scheme's null on unwatermarked images (and attacked copies); see `wmkit calibrate`."""
+        raise ConfigError(f"'{self.name}' has no null calibration")
 
     def check_key(self, key: Key) -> None:
         key.check_method(self.name)
@@ -44,6 +70,15 @@ class Watermarker(ABC):
         for i, img in enumerate(image_list):
             check_size(img.shape[1], img.shape[2], min_pixels=self.min_pixels, min_side=self.min_side, name=f"image {i}")
         return image_list, batched
+
+    # -- generation-time hooks, used by wmkit.wrap ------------------------------------
+    def patch_pipeline(self, pipe, key: Key):
+        """Change pipeline components for this key; return a function that undoes it."""
+        return lambda: None
+
+    def prepare_call(self, pipe, key: Key, args: tuple, kwargs: dict) -> dict:
+        """Change the keyword arguments of one pipeline call (e.g. pass ``latents=``)."""
+        return kwargs
 
     def embed(self, images, key: Key):
         raise ConfigError(
@@ -82,27 +117,16 @@ class BitWatermarker(Watermarker):
             raise ConfigError(f"num_bits must be a positive integer, got {num_bits!r}")
         self.num_bits = num_bits
         self._calibration_spec = calibration
-        self._null = None
-        self._null_loaded = False
 
     def config(self) -> dict[str, Any]:
         return {"num_bits": self.num_bits}
 
-    # -- null calibration -------------------------------------------------
-    @property
-    def null_model(self):
-        """The calibrated null in use, or None (fair coins)."""
-        if not self._null_loaded:
-            from ..calibration import resolve_null_model
+    def fit_null(self, images, *, attacks: Any = "calibration", keys: Optional[list[Key]] = None,
+                 progress: Optional[bool] = None, info: Optional[dict] = None):
+        # the bit null is key-independent: keys are not needed to fit it
+        from ..calibrate import calibrate_images
 
-            self._null = resolve_null_model(self, self._calibration_spec)
-            self._null_loaded = True
-        return self._null
-
-    def set_calibration(self, calibration: Any) -> None:
-        """A BitNullModel, a path to one, "auto" (the shipped one) or None."""
-        self._calibration_spec = calibration
-        self._null_loaded = False
+        return calibrate_images(self, images, attacks=attacks, progress=progress, info=info)
 
     # -- the scheme itself --------------------------------------------------
     @abstractmethod

@@ -1,0 +1,187 @@
+"""Tree-Ring: patterns, latent statistics, the test's null, wrapping SD/SDXL, CLI (random tiny pipelines)."""
+import json
+
+import numpy as np
+import pytest
+import torch
+from scipy import stats as sps
+
+import wmkit
+from wmkit.calibration import fit_score_null
+from wmkit.diffusion import random_pipeline
+from wmkit.keys import generate_key, save_key
+from wmkit.watermarkers.tree_ring import PATTERNS, independent_half, key_region
+
+
+@pytest.fixture(scope="module")
+def pipe():
+    return random_pipeline(0)
+
+
+@pytest.fixture(scope="module")
+def noise():
+    return torch.randn(200, 4, 32, 32, generator=torch.Generator().manual_seed(0))
+
+
+@pytest.mark.parametrize("pattern", PATTERNS)
+def test_pattern_is_written_exactly_and_latents_stay_real(pattern, pipe, noise):
+    tr = wmkit.create("tree_ring", pattern=pattern, pipeline=pipe, calibration=None)
+    key = generate_key("tree_ring", seed=1)
+    marked = tr.watermark_latents(noise[:4], key)
+    mask, target = tr.key_parts(key, 32, 32)
+    spectrum = torch.fft.fftshift(torch.fft.fft2(marked[:, -1].double()), dim=(-2, -1))
+    assert torch.allclose(spectrum[:, mask], target[mask].expand(4, -1), atol=1e-3)
+    assert torch.equal(marked[:, :-1], noise[:4, :-1])  # other channels untouched
+    assert torch.equal(tr.watermark_latents(noise[:4], key), marked)  # deterministic from the key
+    other = tr.watermark_latents(noise[:4], generate_key("tree_ring", seed=2))
+    # 'zeros' carries no secret (as in the reference): every key writes the same pattern
+    assert torch.allclose(other, marked) == (pattern == "zeros")
+
+
+@pytest.mark.parametrize("pattern", PATTERNS)
+def test_marked_latents_keep_the_scheduler_statistics(pattern, pipe, noise):
+    """What the sampler expects: zero mean, unit variance per latent (checked over 200 draws)."""
+    tr = wmkit.create("tree_ring", pattern=pattern, pipeline=pipe, calibration=None)
+    marked = torch.stack([tr.watermark_latents(noise[:25], generate_key("tree_ring", seed=s))[:, -1] for s in range(8)])
+    assert abs(float(marked.mean())) < 0.02
+    # 'rand' keeps white-noise statistics exactly. 'zeros' removes the key region's energy
+    # (variance 1 - |M| / hw); 'ring' keeps only real ring values, half the energy on average.
+    lost = {"rand": 0.0, "ring": 0.5, "zeros": 1.0}[pattern] * int(key_region(32, 32, 5).sum()) / 1024
+    assert abs(float(marked.std()) - np.sqrt(1 - lost)) < 0.015
+    if pattern == "rand":  # the spectrum of Gaussian noise: marginally exactly N(0, 1)
+        assert sps.kstest(marked.flatten().numpy()[::7], "norm").pvalue > 0.001
+
+
+def test_region_excludes_dc_and_uses_independent_coefficients():
+    region = key_region(32, 32, 5)
+    half = independent_half(32, 32)
+    assert not region[16, 16]  # DC
+    # one of each conjugate pair: the half has exactly half of the region
+    assert int((region & half).sum()) * 2 == int(region.sum())
+
+
+@pytest.mark.parametrize("pattern", PATTERNS)
+def test_analytic_p_values_are_uniform_on_white_noise_and_tiny_when_marked(pattern, pipe, noise):
+    tr = wmkit.create("tree_ring", pattern=pattern, pipeline=pipe, calibration=None)
+    key = generate_key("tree_ring", seed=4)
+    log_p, _ = tr.log_p_values_from_latents(noise, key)
+    assert sps.kstest(np.exp(log_p), "uniform").pvalue > 0.001
+    log_p_marked, _ = tr.log_p_values_from_latents(tr.watermark_latents(noise[:8], key), key)
+    assert np.all(log_p_marked < np.log(1e-20)) and np.all(np.isfinite(log_p_marked))
+
+
+def test_score_null_recalibrates_a_biased_analytic_test():
+    rng = np.random.default_rng(0)
+    # an analytic test that is too optimistic: z ~ N(-0.7, 1.6^2) instead of N(0, 1)
+    z_fit, z_new = rng.normal(-0.7, 1.6, 400), rng.normal(-0.7, 1.6, 20000)
+    model = fit_score_null(sps.norm.logcdf(z_fit), method="tree_ring", config={}, pipeline="x")
+    p_analytic = sps.norm.cdf(z_new)
+    p_cal = np.exp(model.log_p_value(sps.norm.logcdf(z_new)))
+    for alpha in (1e-2, 1e-3):
+        assert np.mean(p_analytic < alpha) > 3 * alpha  # the analytic test is badly off...
+        assert np.mean(p_cal < alpha) <= sps.binom.ppf(0.999, z_new.size, alpha) / z_new.size  # ...the calibrated one is not
+
+
+def test_wrap_stable_diffusion_uses_public_latents_hook(pipe):
+    tr = wmkit.create("tree_ring", pipeline=pipe, calibration=None)
+    key = generate_key("tree_ring", seed=5)
+    calls = {}
+    original_call = type(pipe).__call__
+
+    def spy(self, *args, **kwargs):
+        calls.update(kwargs)
+        return original_call(self, *args, **kwargs)
+
+    wrapped = wmkit.wrap(pipe, tr, key)
+    type(pipe).__call__ = spy
+    try:
+        generators = [torch.Generator().manual_seed(s) for s in (1, 2)]
+        out = wrapped("a photo", num_images_per_prompt=2, num_inference_steps=2, generator=generators, output_type="pt")
+    finally:
+        type(pipe).__call__ = original_call
+    assert out.images.shape == (2, 3, 256, 256)
+    expected = torch.stack([torch.randn(4, 32, 32, generator=torch.Generator().manual_seed(s)) for s in (1, 2)])
+    assert torch.allclose(calls["latents"], tr.watermark_latents(expected, key))  # per-image seeds honoured
+    restored = wrapped.unwrap()
+    assert restored is pipe
+    a = restored("a photo", num_inference_steps=2, generator=torch.Generator().manual_seed(1), output_type="pt").images
+    b = pipe("a photo", num_inference_steps=2, generator=torch.Generator().manual_seed(1), output_type="pt").images
+    assert torch.equal(a, b)
+    with pytest.raises(wmkit.ConfigError):
+        wrapped("a photo")
+
+
+def _tiny_sdxl():
+    from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionXLPipeline, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
+
+    from wmkit.train.tiny_ldm import build_tokenizer
+
+    torch.manual_seed(0)
+    import tempfile
+    from pathlib import Path
+
+    with tempfile.TemporaryDirectory() as tmp:
+        tokenizer = build_tokenizer(Path(tmp))
+    unet = UNet2DConditionModel(
+        block_out_channels=(32, 64), layers_per_block=1, sample_size=16, in_channels=4, out_channels=4,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"), up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        attention_head_dim=(2, 4), use_linear_projection=True, addition_embed_type="text_time",
+        addition_time_embed_dim=8, transformer_layers_per_block=(1, 1), projection_class_embeddings_input_dim=80,
+        cross_attention_dim=64, norm_num_groups=1,
+    )
+    config = CLIPTextConfig(hidden_size=32, intermediate_size=37, num_attention_heads=4, num_hidden_layers=2,
+                            vocab_size=len(tokenizer), projection_dim=32, max_position_embeddings=77,
+                            bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id)
+    vae = AutoencoderKL(block_out_channels=[16, 32], in_channels=3, out_channels=3, latent_channels=4, norm_num_groups=16,
+                        down_block_types=["DownEncoderBlock2D"] * 2, up_block_types=["UpDecoderBlock2D"] * 2)
+    return StableDiffusionXLPipeline(
+        vae=vae, text_encoder=CLIPTextModel(config), text_encoder_2=CLIPTextModelWithProjection(config),
+        tokenizer=tokenizer, tokenizer_2=tokenizer, unet=unet,
+        scheduler=DDIMScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012, clip_sample=False,
+                                set_alpha_to_one=False, steps_offset=1),
+    )
+
+
+def test_wrap_sdxl():
+    pipe = _tiny_sdxl()
+    pipe.set_progress_bar_config(disable=True)
+    tr = wmkit.create("tree_ring", pipeline=pipe, radius=2, calibration=None)
+    key = generate_key("tree_ring", seed=6)
+    wrapped = wmkit.wrap(pipe, tr, key)
+    out = wrapped(["a", "b"], num_inference_steps=2, height=64, width=64, generator=torch.Generator().manual_seed(0), output_type="pt")
+    assert out.images.shape[0] == 2
+    plain = pipe(["a", "b"], num_inference_steps=2, height=64, width=64, generator=torch.Generator().manual_seed(0), output_type="pt")
+    assert not torch.equal(out.images, plain.images)  # the mark changed the outputs
+    assert wrapped.unwrap() is pipe
+
+
+def test_detect_and_identify_run_end_to_end(pipe):
+    tr = wmkit.create("tree_ring", pipeline=pipe, inversion_steps=2, calibration=None)
+    keys = [generate_key("tree_ring", seed=s) for s in (7, 8)]
+    images = torch.rand(2, 3, 256, 256)
+    results = tr.detect(images, keys[0])
+    assert len(results) == 2 and all(0 <= r.p_value <= 1 for r in results)
+    ident = tr.identify(images, keys)
+    assert all(r.extra["num_keys"] == 2 for r in ident)
+    with pytest.raises(wmkit.ConfigError, match="generation time"):
+        tr.embed(images, keys[0])
+
+
+def test_cli_generate_and_verify_with_a_local_pipeline_folder(pipe, tmp_path, capsys):
+    from wmkit.cli import main
+
+    pipe.save_pretrained(tmp_path / "pipe")
+    save_key(generate_key("tree_ring", seed=9), tmp_path / "k.json")
+    code = main(["generate", "-m", "tree_ring", "-k", str(tmp_path / "k.json"), "--prompt", "a cat", "-n", "2",
+                 "--steps", "2", "-o", str(tmp_path / "out"), "--pipeline", str(tmp_path / "pipe")])
+    assert code == 0
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["000000.png", "000001.png"]
+    capsys.readouterr()
+    code = main(["verify", "-m", "tree_ring", "-k", str(tmp_path / "k.json"), str(tmp_path / "out"), "--json",
+                 "--pipeline", str(tmp_path / "pipe"), "--inversion-steps", "2", "--calibration", "none"])
+    records = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert code == 0 and len(records) == 2 and {"path", "method", "p_value", "score", "detected"} <= set(records[0])
+    code = main(["generate", "-m", "tree_ring", "-k", str(tmp_path / "k.json"), "--prompt", "a cat", "-n", "1",
+                 "-o", str(tmp_path / "out"), "--pipeline", str(tmp_path / "pipe")])
+    assert code == 2  # would overwrite 000000.png
