@@ -329,9 +329,11 @@ def fit_score_null(log_p_analytic, *, method: str, config: dict[str, Any], pipel
     return ScoreNullModel(method, dict(config), pipeline, float(mu_low), float(scale_high), np.sort(z), info)
 
 
-def shipped_score_calibration_path(watermarker) -> Path:
-    config = dict(watermarker.config(), pipeline=watermarker.pipeline_name)
-    return shipped_calibration_path(watermarker.name, config)
+def shipped_score_calibration_path(watermarker) -> Optional[Path]:
+    """Shipped score calibrations exist for the shipped tiny pipeline only."""
+    if watermarker.pipeline_name != "tiny":
+        return None
+    return shipped_calibration_path(watermarker.name, dict(watermarker.config(), pipeline="tiny"))
 
 
 def resolve_null_model(watermarker, spec: Any):
@@ -344,7 +346,7 @@ def resolve_null_model(watermarker, spec: Any):
     elif spec == "auto":
         path = (shipped_calibration_path(watermarker.name, watermarker.config()) if kind is BitNullModel
                 else shipped_score_calibration_path(watermarker))
-        if not path.exists():
+        if path is None or not path.exists():
             return None
         model = kind.load(path)
     else:

@@ -166,7 +166,18 @@ class TreeRing(Watermarker):
 
     @property
     def pipeline_name(self) -> str:
-        return self._pipeline_spec if isinstance(self._pipeline_spec, str) else type(self._pipeline_spec).__name__
+        """'tiny' for the shipped pipeline (by name or loaded from its folder), else its path or class."""
+        from pathlib import Path
+
+        from ..diffusion import tiny_path
+
+        spec = self._pipeline_spec
+        source = str(spec) if isinstance(spec, (str, Path)) else getattr(spec, "name_or_path", None)
+        if not source:
+            return type(spec).__name__
+        if source != "tiny" and Path(source).exists() and Path(source).resolve() == tiny_path().resolve():
+            return "tiny"
+        return source
 
     # -- marking ------------------------------------------------------------------------------
     def _radius_for(self, height: int, width: int) -> int:

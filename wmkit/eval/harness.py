@@ -1,0 +1,377 @@
+"""The streaming evaluation harness: images x schemes x attacks -> one JSON record per line.
+
+For each image (one at a time, so memory stays flat however many there are) every scheme
+embeds its mark once. Then, for each attack plus "none", the *same* sampled attack
+parameters are applied to the marked image and to the original, and both are detected:
+the marked copy gives the true-positive rows, the original the negatives that the
+calibration table and the ROC compare against, under exactly the same attack.
+
+Randomness never depends on the order of work: the key of a scheme comes from
+(seed, method) and an attack's generator from (seed, image id, attack spec). So the same
+seed gives the same records whatever subset of images a process handles, and sharded runs
+merge into exactly the single-process file (timing fields aside, see ``TIMING_FIELDS``).
+
+Record fields (one per image, method, attack and watermarked flag):
+
+    image_index, image_id, method, attack, attack_family, strength, watermarked,
+    status ("ok", "skipped": attacked image below the scheme's minimum, "error"), reason,
+    width, height (of the attacked image), p_value, p_value_analytic, log10_p_value,
+    score, bit_accuracy, calibrated, psnr, ssim, ms_ssim (attacked image vs the original
+    unmarked one), embed_psnr, embed_ssim, embed_ms_ssim (marked vs original; watermarked
+    rows only), time_embed_s, time_attack_s, time_detect_s.
+
+Quality numbers are null where undefined (the attack changed the size) or infinite (the
+image is the original itself: the unmarked row without attack). An unreadable image gives
+one record with status "error" and null method/attack.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import sys
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable, Iterator, Optional, Sequence, TextIO
+
+import torch
+
+from ..errors import ConfigError, InputError, WmkitError
+
+NO_ATTACK = "none"
+TIMING_FIELDS = ("time_embed_s", "time_attack_s", "time_detect_s")
+STATUS_OK, STATUS_SKIPPED, STATUS_ERROR = "ok", "skipped", "error"
+
+
+# -- what is evaluated ------------------------------------------------------------------
+@dataclass(frozen=True)
+class ImageItem:
+    """One input image, loaded only when its turn comes; ``load`` raises WmkitError if bad."""
+
+    index: int
+    image_id: str
+    load: Callable[[], torch.Tensor]
+
+
+@dataclass(frozen=True)
+class Scheme:
+    """A watermarker with the one key it is evaluated with."""
+
+    method: str
+    watermarker: Any
+    key: Any
+
+
+@dataclass(frozen=True)
+class AttackCase:
+    """An attack (None: no attack) with the labels its records carry."""
+
+    spec: str  # canonical: attack.describe(), which parse_attack turns back into the same attack
+    family: str  # the attack's registered name(s), e.g. "jpeg" or "center_crop+jpeg"
+    strength: float  # in [0, 1]; 0 for no attack
+    attack: Optional[torch.nn.Module]
+
+
+def make_schemes(methods: Sequence[str], *, seed: int) -> list[Scheme]:
+    """One watermarker and one seeded key per method (the same seed gives the same key)."""
+    from ..keys import generate_key
+    from ..registry import create
+
+    if not methods:
+        raise ConfigError("name at least one method to evaluate (-m METHOD; see `wmkit list`)")
+    if len(set(methods)) != len(methods):
+        raise ConfigError(f"a method is named twice: {', '.join(methods)}")
+    schemes = []
+    for method in methods:
+        wm = create(method)
+        if wm.generation_time:
+            raise ConfigError(
+                f"'{method}' marks images at generation time; `wmkit eval` covers post-hoc schemes "
+                "(evaluate generated images with `wmkit verify`)"
+            )
+        schemes.append(Scheme(method=method, watermarker=wm, key=generate_key(method, seed=_derive_seed(seed, "key", method))))
+    return schemes
+
+
+def split_attack_list(texts: Sequence[str] | str) -> list[str]:
+    """'quick,jpeg:50,center_crop:0.5,resize_back=false' -> suite names and specs.
+
+    Commas separate entries, but a spec's own options are written with commas too
+    ("center_crop:0.5,resize_back=false"), so a piece of the form key=value is glued
+    back onto the entry before it.
+    """
+    if isinstance(texts, str):
+        texts = [texts]
+    entries: list[str] = []
+    for text in texts:
+        for piece in (p.strip() for p in text.split(",")):
+            if not piece:
+                continue
+            head = piece.split("=", 1)[0]
+            if "=" in piece and ":" not in head and "@" not in head and "+" not in head:
+                if not entries:
+                    raise ConfigError(f"attack option {piece!r} has no attack before it (write e.g. center_crop:0.5,{piece})")
+                entries[-1] += "," + piece
+            else:
+                entries.append(piece)
+    return entries
+
+
+def make_attack_cases(texts: Sequence[str] | str) -> list[AttackCase]:
+    """'none' first, then every attack of the named suites and specs, duplicates dropped."""
+    from ..attacks import SUITES, parse_attack
+
+    cases = [AttackCase(spec=NO_ATTACK, family=NO_ATTACK, strength=0.0, attack=None)]
+    seen = {NO_ATTACK}
+    for entry in split_attack_list(texts):
+        specs = SUITES[entry] if entry in SUITES else [entry]
+        for spec in specs:
+            try:
+                attack = parse_attack(spec)
+            except ConfigError as exc:
+                if spec == entry and ":" not in spec and "@" not in spec and "+" not in spec:
+                    raise ConfigError(f"{exc} (or an attack suite: {', '.join(SUITES)})") from None
+                raise
+            canonical = attack.describe()
+            if canonical in seen:
+                continue
+            seen.add(canonical)
+            steps = getattr(attack, "steps", [attack])
+            family = "+".join(step.name for step in steps)
+            cases.append(AttackCase(spec=canonical, family=family, strength=float(attack.strength), attack=attack))
+    return cases
+
+
+# -- determinism -------------------------------------------------------------------------
+def _derive_seed(seed: int, *parts: str) -> int:
+    """A 63-bit seed from the run seed and labels: independent of the order of work."""
+    text = "\x00".join(["wmkit-eval", str(int(seed)), *parts])
+    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "little") & ((1 << 63) - 1)
+
+
+def attack_generator(seed: int, image_id: str, spec: str) -> torch.Generator:
+    return torch.Generator().manual_seed(_derive_seed(seed, "attack", image_id, spec))
+
+
+def without_timing(record: dict) -> dict:
+    """The record minus the fields that measure time (the only ones that vary run to run)."""
+    return {k: v for k, v in record.items() if k not in TIMING_FIELDS}
+
+
+# -- one image ------------------------------------------------------------------------------
+def _finite(value: float) -> Optional[float]:
+    """JSON has no NaN or Infinity: undefined or infinite numbers become null."""
+    return value if value is not None and math.isfinite(value) else None
+
+
+def _quality(original: torch.Tensor, image: torch.Tensor) -> dict[str, Optional[float]]:
+    from .metrics import ms_ssim, psnr, ssim
+
+    return {
+        "psnr": _finite(psnr(original, image)),
+        "ssim": _finite(ssim(original, image)),
+        "ms_ssim": _finite(ms_ssim(original, image)),
+    }
+
+
+def _too_small(wm, image: torch.Tensor) -> Optional[str]:
+    from ..imageio import check_size
+
+    try:
+        check_size(image.shape[-2], image.shape[-1], min_pixels=wm.min_pixels, min_side=wm.min_side, name="attacked image")
+    except InputError as exc:
+        return str(exc)
+    return None
+
+
+def _detection_fields(result) -> dict[str, Any]:
+    log10_p = result.extra.get("log10_p_value")
+    if log10_p is None:  # schemes without an exact log form: from the p-value itself
+        log10_p = math.log10(max(result.p_value, sys.float_info.min))
+    return {
+        "p_value": float(result.p_value),
+        "p_value_analytic": float(result.p_value_analytic),
+        "log10_p_value": float(log10_p),
+        "score": float(result.score),
+        "bit_accuracy": None if result.bit_accuracy is None else float(result.bit_accuracy),
+        "calibrated": bool(result.calibrated),
+    }
+
+
+_EMPTY_DETECTION = dict.fromkeys(["p_value", "p_value_analytic", "log10_p_value", "score", "bit_accuracy", "calibrated"])
+
+
+def evaluate_image(
+    item_index: int,
+    image_id: str,
+    image: torch.Tensor,
+    schemes: Sequence[Scheme],
+    attacks: Sequence[AttackCase],
+    *,
+    seed: int,
+) -> Iterator[dict]:
+    """Every record of one image, in a fixed order: scheme, attack, watermarked then not."""
+    # The attacked original is the same for every scheme (same generator, same image), so
+    # its quality numbers are computed once per attack.
+    clean_quality: dict[str, dict] = {}
+    for scheme in schemes:
+        start = time.perf_counter()
+        try:
+            marked: Optional[torch.Tensor] = scheme.watermarker.embed([image], scheme.key)[0]
+        except WmkitError as exc:  # this scheme cannot mark this image: say so in every row
+            marked, embed_error = None, f"embed failed: {exc}"
+        time_embed = time.perf_counter() - start
+        embed_quality = {f"embed_{k}": v for k, v in _quality(image, marked).items()} if marked is not None else {}
+        for case in attacks:
+            base = {
+                "image_index": item_index, "image_id": image_id, "method": scheme.method,
+                "attack": case.spec, "attack_family": case.family, "strength": case.strength,
+            }
+            if marked is None:
+                for watermarked in (True, False):
+                    yield _record(base, watermarked, STATUS_ERROR, embed_error, None, _EMPTY_DETECTION, {}, {})
+                continue
+            yield from _attack_and_detect(base, scheme, case, image, marked, embed_quality, time_embed, seed, clean_quality)
+
+
+def attack_pair(case: AttackCase, original: torch.Tensor, marked: torch.Tensor, *, seed: int, image_id: str) -> tuple[dict[str, torch.Tensor], dict[str, float]]:
+    """The original and the marked image under the same sampled attack parameters.
+
+    Parameters are sampled once, on the original (the run's generator for this image and
+    attack), and replayed on the marked copy, so a negative row sees exactly the crop, noise
+    field or rotation its positive row saw. Returns the images and the seconds each took.
+    """
+    if case.attack is None:
+        return {"marked": marked, "clean": original}, {"marked": 0.0, "clean": 0.0}
+    generator = attack_generator(seed, image_id, case.spec)
+    start = time.perf_counter()
+    clean, params = case.attack(original[None], generator=generator, return_params=True)
+    time_clean = time.perf_counter() - start
+    start = time.perf_counter()
+    attacked_marked = case.attack.apply(marked[None], params)
+    time_marked = time.perf_counter() - start
+    return {"marked": attacked_marked[0], "clean": clean[0]}, {"marked": time_marked, "clean": time_clean}
+
+
+def _attack_and_detect(
+    base: dict,
+    scheme: Scheme,
+    case: AttackCase,
+    image: torch.Tensor,
+    marked: torch.Tensor,
+    embed_quality: dict,
+    time_embed: float,
+    seed: int,
+    clean_quality: dict[str, dict],
+) -> Iterator[dict]:
+    """The two records (marked, original) of one scheme under one attack."""
+    wm = scheme.watermarker
+    try:
+        attacked, times = attack_pair(case, image, marked, seed=seed, image_id=base["image_id"])
+    except WmkitError as exc:
+        for watermarked in (True, False):
+            yield _record(base, watermarked, STATUS_ERROR, f"attack failed: {exc}", None, _EMPTY_DETECTION, {}, {})
+        return
+    reason = _too_small(wm, attacked["marked"])
+    detections: dict[str, dict] = {"marked": _EMPTY_DETECTION, "clean": _EMPTY_DETECTION}
+    status, time_detect = (STATUS_SKIPPED if reason else STATUS_OK), 0.0
+    if not reason:
+        try:
+            start = time.perf_counter()
+            results = wm.detect([attacked["marked"], attacked["clean"]], scheme.key)
+            time_detect = (time.perf_counter() - start) / 2
+            detections = {"marked": _detection_fields(results[0]), "clean": _detection_fields(results[1])}
+        except WmkitError as exc:
+            status, reason = STATUS_ERROR, f"detection failed: {exc}"
+    for watermarked, which in ((True, "marked"), (False, "clean")):
+        image_after = attacked[which]
+        if watermarked:
+            quality = _quality(image, image_after)
+        else:
+            if case.spec not in clean_quality:
+                clean_quality[case.spec] = _quality(image, image_after)
+            quality = clean_quality[case.spec]
+        extra_quality = embed_quality if watermarked else dict.fromkeys(embed_quality)
+        timing = {
+            "time_embed_s": time_embed if watermarked else None,
+            "time_attack_s": times[which],
+            "time_detect_s": time_detect,
+        }
+        yield _record(base, watermarked, status, reason, image_after, detections[which], {**quality, **extra_quality}, timing)
+
+
+def _record(
+    base: dict, watermarked: bool, status: str, reason: Optional[str], image_after: Optional[torch.Tensor],
+    detection: dict, quality: dict, timing: dict,
+) -> dict:
+    quality_fields = ["psnr", "ssim", "ms_ssim", "embed_psnr", "embed_ssim", "embed_ms_ssim"]
+    return {
+        **base,
+        "watermarked": watermarked,
+        "status": status,
+        "reason": reason,
+        "width": None if image_after is None else int(image_after.shape[-1]),
+        "height": None if image_after is None else int(image_after.shape[-2]),
+        **detection,
+        **{k: quality.get(k) for k in quality_fields},
+        **{k: timing.get(k) for k in TIMING_FIELDS},
+    }
+
+
+def error_record(item: ImageItem, message: str) -> dict:
+    """The one record of an image that could not be read."""
+    return {
+        "image_index": item.index, "image_id": item.image_id, "method": None, "attack": None,
+        "attack_family": None, "strength": None, "watermarked": None,
+        "status": STATUS_ERROR, "reason": message,
+    }
+
+
+# -- the stream -------------------------------------------------------------------------------
+@dataclass
+class HarnessStats:
+    images: int = 0
+    records: int = 0
+    failed_images: int = 0
+
+
+def dumps(record: dict) -> str:
+    # allow_nan=False: a NaN that slipped through is a bug here, not invalid JSON in a report
+    return json.dumps(record, allow_nan=False)
+
+
+def run_harness(
+    items: Iterable[ImageItem],
+    schemes: Sequence[Scheme],
+    attacks: Sequence[AttackCase],
+    out: TextIO,
+    *,
+    seed: int,
+    on_error: Optional[Callable[[ImageItem, str], None]] = None,
+    progress: Any = None,
+) -> HarnessStats:
+    """Evaluate each item in turn and append its records to ``out`` (JSON lines, flushed per image).
+
+    ``progress`` is a tqdm bar (or None) advanced once per image; ``on_error`` is told about
+    every image that could not be read (the CLI prints one line each).
+    """
+    stats = HarnessStats()
+    for item in items:
+        try:
+            image = item.load()
+        except WmkitError as exc:
+            stats.failed_images += 1
+            out.write(dumps(error_record(item, str(exc))) + "\n")
+            stats.records += 1
+            if on_error is not None:
+                on_error(item, str(exc))
+        else:
+            for record in evaluate_image(item.index, item.image_id, image, schemes, attacks, seed=seed):
+                out.write(dumps(record) + "\n")
+                stats.records += 1
+            del image
+        stats.images += 1
+        out.flush()  # records reach the file as they come, so a long run can be followed
+        if progress is not None:
+            progress.update(1)
+    return stats

@@ -1,0 +1,351 @@
+"""`wmkit eval`: run the harness over images, merge, summarise and plot into a report folder.
+
+    wmkit eval -m dwtdct -m rivagan --attacks standard photos/ -o report/
+    wmkit eval -m dwtdct --offline-photos 64 --attacks strengths -o report/
+
+Sharding: launched by ``accelerate launch`` (or ``torchrun``) the run is data parallel.
+Process k of n evaluates the images whose index i has i % n == k into
+``results.rank{k}.jsonl``; after a barrier the main process merges the shards into
+``results.jsonl`` in image order and writes the summary and plots. Records do not depend
+on which process made them (see ``harness``), so the merged file equals a single-process
+run's apart from the timing fields. On a machine without GPUs launch with
+``--multi_gpu`` (it only means "start n local processes"; ``--cpu`` starts one process
+unless MPI is set up), e.g.::
+
+    accelerate launch --multi_gpu --num_processes 4 --num_machines 1 --mixed_precision no \\
+        --dynamo_backend no -m wmkit.cli eval -m dwtdct photos/ -o report/
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import heapq
+import json
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator, Optional, Sequence
+
+from ..errors import ConfigError, InputError, WmkitError, require
+from .harness import ImageItem, make_attack_cases, make_schemes, run_harness
+
+DEFAULT_OFFLINE_PHOTOS = 16
+DEFAULT_SIZE = 256
+DEFAULT_ATTACKS = "quick"
+DEFAULT_THREADS = 1
+RESULTS = "results.jsonl"
+# every file an evaluation writes: what --overwrite may remove from an earlier run
+_OUTPUT_PATTERNS = ("results.jsonl", "results.rank*.jsonl", "results.rank*.failed", "summary.json", "summary.md", "roc_*.png", "tpr_vs_strength_*.png", "quality_vs_robustness.png")
+
+
+# -- processes ----------------------------------------------------------------------------
+class _SingleProcess:
+    """The state of a plain run, with the part of accelerate's PartialState used here."""
+
+    num_processes = 1
+    process_index = 0
+    is_main_process = True
+
+    def wait_for_everyone(self) -> None:
+        pass
+
+
+def _launched_distributed() -> bool:
+    """True under torchrun / accelerate launch (several processes) or mpirun."""
+    for var in ("WORLD_SIZE", "PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MV2_COMM_WORLD_SIZE"):
+        try:
+            if int(os.environ.get(var, "1")) > 1:
+                return True
+        except ValueError:
+            continue
+    return False
+
+
+def process_state():
+    """accelerate's PartialState when launched with several processes, else a single process.
+
+    Plain runs never import accelerate (it is an optional dependency). ``cpu=True``: the
+    processes only need barriers (gloo works everywhere); without it, a CPU-only machine
+    launched with --multi_gpu would give every process rank 0 and they would overwrite
+    each other's shard.
+    """
+    if not _launched_distributed():
+        return _SingleProcess()
+    accelerate = require("accelerate", "a sharded `wmkit eval` (accelerate launch)", "accelerate")
+    return accelerate.PartialState(cpu=True)
+
+
+@contextlib.contextmanager
+def torch_threads(count: Optional[int]):
+    """Run with ``count`` intra-op threads, then restore. Why 1 by default: float reductions
+    (resampling, blurs) round differently with different thread counts, and launchers start
+    each process with one thread, so one thread everywhere keeps a sharded run identical to
+    a plain one. Scale with processes instead."""
+    import torch
+
+    if count is None:
+        yield
+        return
+    if count < 1:
+        raise ConfigError(f"--threads must be at least 1, got {count}")
+    before = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+# -- inputs ----------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ImageSource:
+    """Where the images come from: how many, what to call them, and the items themselves."""
+
+    count: int
+    description: str
+    items: Callable[[], Iterator[ImageItem]]
+
+
+def file_source(inputs: Sequence[str], *, min_pixels: int, min_side: int, max_pixels: int) -> ImageSource:
+    from functools import partial
+
+    from ..imageio import iter_image_paths, load_image
+
+    paths = list(iter_image_paths(inputs))  # names only: every process lists the same, sorted
+    if not paths:
+        raise InputError(f"no input images found in {', '.join(map(str, inputs))}")
+
+    def items() -> Iterator[ImageItem]:
+        for i, path in enumerate(paths):
+            load = partial(load_image, path, max_pixels=max_pixels, min_pixels=min_pixels, min_side=min_side)
+            yield ImageItem(index=i, image_id=str(path), load=load)
+
+    return ImageSource(count=len(paths), description=f"{len(paths)} files from {', '.join(map(str, inputs))}", items=items)
+
+
+def offline_source(count: int, *, size: int, seed: int, min_pixels: int, min_side: int) -> ImageSource:
+    from ..imageio import check_size
+
+    if count < 1:
+        raise ConfigError(f"--offline-photos must be at least 1, got {count}")
+    try:
+        check_size(size, size, min_pixels=min_pixels, min_side=min_side, name=f"--size {size}")
+    except InputError as exc:
+        raise ConfigError(f"{exc}; pass a larger --size") from None
+
+    def items() -> Iterator[ImageItem]:
+        from .. import data
+
+        for i, crop in enumerate(data.iter_crops(count, size=size, group="evaluation", seed=seed)):
+            yield ImageItem(index=i, image_id=f"offline-evaluation/seed{seed}/{i:05d}", load=lambda crop=crop: crop)
+
+    return ImageSource(count=count, description=f"{count} offline evaluation photos at {size}x{size}", items=items)
+
+
+def shard(items: Iterable[ImageItem], *, index: int, count: int) -> Iterator[ImageItem]:
+    """This process's share: images i with i % count == index."""
+    return (item for item in items if item.index % count == index)
+
+
+# -- the report folder -----------------------------------------------------------------------
+def check_report_dir(path: Path, *, overwrite: bool) -> None:
+    if path.exists() and not path.is_dir():
+        raise InputError(f"{path}: exists and is not a folder; name a new report folder")
+    if path.is_dir() and any(path.iterdir()) and not overwrite:
+        raise ConfigError(f"{path}: the report folder is not empty; name a new one or pass --overwrite")
+
+
+def clear_outputs(path: Path) -> None:
+    """Remove what an earlier evaluation wrote here (and nothing else)."""
+    for pattern in _OUTPUT_PATTERNS:
+        for old in path.glob(pattern):
+            old.unlink()
+
+
+def merge_shards(shards: Sequence[Path], target: Path) -> int:
+    """Merge per-process record files into one, in image order; returns the number of lines.
+
+    Each shard is already in image order (a process takes its images in order) and an image
+    lives in exactly one shard, so a streaming k-way merge by image index reproduces the
+    order of a single-process run without holding the records in memory.
+    """
+    def lines(path: Path) -> Iterator[tuple[int, str]]:
+        with open(path) as f:
+            for line in f:
+                if line.strip():
+                    yield json.loads(line)["image_index"], line
+
+    count = 0
+    with open(target, "w") as out:
+        for _, line in heapq.merge(*(lines(p) for p in shards), key=lambda pair: pair[0]):
+            out.write(line)
+            count += 1
+    return count
+
+
+# -- the run -----------------------------------------------------------------------------------
+@dataclass
+class EvalOutcome:
+    report_dir: Path
+    is_main_process: bool
+    failed_images: int  # all processes' on the main process, this process's elsewhere
+    summary: Optional[dict] = None  # main process only
+    files: tuple[Path, ...] = ()
+
+
+def run_eval(
+    *,
+    methods: Sequence[str],
+    output: str | os.PathLike,
+    attacks: Sequence[str] | str = DEFAULT_ATTACKS,
+    inputs: Sequence[str] = (),
+    offline_photos: Optional[int] = None,
+    size: int = DEFAULT_SIZE,
+    seed: int = 0,
+    overwrite: bool = False,
+    max_pixels: Optional[int] = None,
+    threads: Optional[int] = DEFAULT_THREADS,
+    progress: Optional[bool] = None,
+    on_error: Optional[Callable[[ImageItem, str], None]] = None,
+    state: Any = None,
+) -> EvalOutcome:
+    """Evaluate ``methods`` against ``attacks`` and write the report folder ``output``.
+
+    ``inputs`` are image files and folders; without them, ``offline_photos`` (default 16)
+    crops of the offline evaluation photos at ``size`` pixels. ``state`` is accelerate's
+    PartialState (found automatically when launched with several processes).
+    """
+    from ..imageio import DEFAULT_MAX_PIXELS
+
+    state = state if state is not None else process_state()
+    # Everything that can be wrong with the request is checked by every process before any
+    # of them writes, so they all stop alike instead of leaving one waiting at a barrier.
+    schemes = make_schemes(list(methods), seed=seed)
+    cases = make_attack_cases(attacks)
+    min_pixels = max(s.watermarker.min_pixels for s in schemes)
+    min_side = max(s.watermarker.min_side for s in schemes)
+    if inputs and offline_photos is not None:
+        raise ConfigError("give image files/folders or --offline-photos, not both")
+    if inputs:
+        source = file_source(inputs, min_pixels=min_pixels, min_side=min_side, max_pixels=max_pixels or DEFAULT_MAX_PIXELS)
+    else:
+        count = DEFAULT_OFFLINE_PHOTOS if offline_photos is None else offline_photos
+        source = offline_source(count, size=size, seed=seed, min_pixels=min_pixels, min_side=min_side)
+    report_dir = Path(output)
+    check_report_dir(report_dir, overwrite=overwrite)
+    state.wait_for_everyone()
+    if state.is_main_process:
+        report_dir.mkdir(parents=True, exist_ok=True)
+        clear_outputs(report_dir)
+    state.wait_for_everyone()
+
+    rank, world = state.process_index, state.num_processes
+    own_count = len(range(rank, source.count, world))
+    failure: Optional[BaseException] = None
+    stats = None
+    try:
+        with torch_threads(threads), open(report_dir / f"results.rank{rank}.jsonl", "w") as out, _progress_bar(own_count, enabled=progress if state.is_main_process else False) as bar:
+            stats = run_harness(shard(source.items(), index=rank, count=world), schemes, cases, out, seed=seed, on_error=on_error, progress=bar)
+    except BaseException as exc:  # tell the main process instead of leaving it at the barrier
+        failure = exc
+        (report_dir / f"results.rank{rank}.failed").write_text(f"{type(exc).__name__}: {exc}\n")
+    state.wait_for_everyone()
+    if failure is not None:
+        raise failure
+    if not state.is_main_process:
+        return EvalOutcome(report_dir=report_dir, is_main_process=False, failed_images=stats.failed_images)
+
+    failed = sorted(report_dir.glob("results.rank*.failed"))
+    if failed:
+        reasons = "; ".join(f"{p.name}: {p.read_text().strip()}" for p in failed)
+        raise WmkitError(f"{len(failed)} of {world} evaluation processes failed ({reasons}); see their output above")
+    shards = [report_dir / f"results.rank{k}.jsonl" for k in range(world)]
+    merge_shards(shards, report_dir / RESULTS)
+    for path in shards:
+        path.unlink()
+
+    from .report import read_records, summarize, write_report
+
+    config = {
+        "methods": [s.method for s in schemes],
+        "key_fingerprints": {s.method: s.key.fingerprint for s in schemes},
+        "attacks": [c.spec for c in cases],
+        "attack_request": attacks if isinstance(attacks, str) else list(attacks),
+        "images": source.description,
+        "seed": seed,
+        "processes": world,
+        "torch_threads_per_process": threads,
+        "wmkit_version": __import__("wmkit").__version__,
+    }
+    summary = summarize(read_records(report_dir / RESULTS), config=config)
+    files = [report_dir / RESULTS, *write_report(report_dir, summary, report_dir / RESULTS)]
+    return EvalOutcome(
+        report_dir=report_dir, is_main_process=True, failed_images=summary["counts"]["failed_images"],
+        summary=summary, files=tuple(files),
+    )
+
+
+def _progress_bar(total: int, *, enabled: Optional[bool]):
+    from tqdm.auto import tqdm
+
+    if enabled is None:
+        enabled = total > 1 and sys.stderr.isatty()
+    return tqdm(total=total, desc="eval", unit="img", file=sys.stderr, disable=not enabled, dynamic_ncols=True)
+
+
+# -- the command line ---------------------------------------------------------------------------
+def add_eval_arguments(p: argparse.ArgumentParser) -> None:
+    from ..imageio import DEFAULT_MAX_PIXELS
+
+    p.add_argument("-m", "--method", dest="methods", action="append", required=True, metavar="METHOD", help="watermarking method to evaluate (repeat for several)")
+    p.add_argument("inputs", nargs="*", metavar="IMAGE_OR_DIR", help="unwatermarked test images (default: offline sample photos)")
+    p.add_argument("--attacks", action="append", default=None, metavar="SUITE_OR_SPEC[,SPEC...]", help=f"attack suites and specs, comma-separated (default {DEFAULT_ATTACKS}; see `wmkit attack --list`); 'none' is always included")
+    p.add_argument("--offline-photos", type=int, default=None, metavar="N", help=f"without IMAGE_OR_DIR: N crops of the offline evaluation photos (default {DEFAULT_OFFLINE_PHOTOS})")
+    p.add_argument("--size", type=int, default=DEFAULT_SIZE, help=f"side of the offline photos in pixels (default {DEFAULT_SIZE})")
+    p.add_argument("-o", "--output", required=True, metavar="REPORT_DIR", help="report folder: results.jsonl, summary.json, summary.md, plots")
+    p.add_argument("--seed", type=int, default=0, help="seeds the keys, the attacks and the offline photos (default 0)")
+    p.add_argument("--overwrite", action="store_true", help="write into a non-empty REPORT_DIR (an earlier report there is replaced)")
+    p.add_argument("--threads", type=int, default=DEFAULT_THREADS, help="torch threads per process (default 1: results then do not depend on how the run is sharded)")
+    p.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS, help="refuse larger images")
+
+
+def run_eval_cli(args: argparse.Namespace) -> int:
+    state = process_state()
+
+    def report_bad_image(item: ImageItem, message: str) -> None:
+        print(f"error: {message if item.image_id in message else f'{item.image_id}: {message}'}", file=sys.stderr)
+
+    try:
+        outcome = run_eval(
+            methods=args.methods,
+            output=args.output,
+            attacks=args.attacks or DEFAULT_ATTACKS,
+            inputs=args.inputs,
+            offline_photos=args.offline_photos,
+            size=args.size,
+            seed=args.seed,
+            overwrite=args.overwrite,
+            max_pixels=args.max_pixels,
+            threads=args.threads,
+            progress=args.progress,
+            on_error=report_bad_image,
+            state=state,
+        )
+    finally:
+        if hasattr(state, "destroy_process_group"):  # the CLI owns its process group
+            state.destroy_process_group()
+    if outcome.is_main_process:
+        summary = outcome.summary
+        counts = summary["counts"]
+        for warning in summary["calibration_warnings"]:
+            print(f"warning: {warning}", file=sys.stderr)
+        print(
+            f"evaluated {counts['images'] - counts['failed_images']} images x {len(summary['methods'])} methods x "
+            f"{len(summary['config']['attacks'])} attack settings ({counts['records']} records) "
+            f"on {summary['config']['processes']} process(es)",
+            file=sys.stderr,
+        )
+        for path in outcome.files:
+            print(path)
+    return 1 if outcome.failed_images else 0
