@@ -262,12 +262,13 @@ class ScoreNullModel:
     using a lower confidence bound for mu and an upper one for s (95%), and the
     tail is extrapolated by the normal shape past the calibration sample.
     ``empirical_p`` gives the assumption-free (1 + #{null <= z}) / (1 + N) for
-    comparison. One model per scheme configuration and pipeline.
+    comparison. One model per scheme configuration and detector model (the
+    diffusion pipeline for Tree-Ring, the backbone for SSL marks).
     """
 
     method: str
     config: dict[str, Any]
-    pipeline: str
+    model: str
     mu: float
     scale: float
     null_z: np.ndarray
@@ -288,7 +289,7 @@ class ScoreNullModel:
     def to_json(self) -> dict[str, Any]:
         return {
             "format": SCORE_NULL_FORMAT, "version": CALIBRATION_VERSION, "method": self.method,
-            "config": self.config, "pipeline": self.pipeline, "mu": self.mu, "scale": self.scale,
+            "config": self.config, "model": self.model, "mu": self.mu, "scale": self.scale,
             "null_z": self.null_z.round(6).tolist(), "info": self.info,
         }
 
@@ -298,19 +299,19 @@ class ScoreNullModel:
     @classmethod
     def load(cls, path: str | os.PathLike) -> "ScoreNullModel":
         p = _load_checksummed(path, SCORE_NULL_FORMAT)
-        return cls(p["method"], p["config"], p["pipeline"], float(p["mu"]), float(p["scale"]),
+        return cls(p["method"], p["config"], p["model"], float(p["mu"]), float(p["scale"]),
                    np.asarray(p["null_z"], dtype=np.float64), p.get("info", {}))
 
     def check_matches(self, watermarker) -> None:
-        pipeline = getattr(watermarker, "pipeline_name", None)
-        if self.method != watermarker.name or self.config != watermarker.config() or self.pipeline != pipeline:
+        model = watermarker.model_name
+        if self.method != watermarker.name or self.config != watermarker.config() or self.model != model:
             raise WeightsError(
-                f"calibration is for {self.method} {self.config} on pipeline '{self.pipeline}', not "
-                f"{watermarker.name} {watermarker.config()} on '{pipeline}'"
+                f"calibration is for {self.method} {self.config} with model '{self.model}', not "
+                f"{watermarker.name} {watermarker.config()} with '{model}'"
             )
 
 
-def fit_score_null(log_p_analytic, *, method: str, config: dict[str, Any], pipeline: str,
+def fit_score_null(log_p_analytic, *, method: str, config: dict[str, Any], model: str,
                    info: Optional[dict[str, Any]] = None) -> ScoreNullModel:
     """Fit the probit recalibration on analytic log p-values of clean images."""
     from scipy import special, stats as sps
@@ -326,14 +327,14 @@ def fit_score_null(log_p_analytic, *, method: str, config: dict[str, Any], pipel
     info = dict(info or {})
     info.update({"num_images": int(n), "z_mean": mean, "z_sd": sd,
                  "fitted": datetime.now(timezone.utc).replace(microsecond=0).isoformat()})
-    return ScoreNullModel(method, dict(config), pipeline, float(mu_low), float(scale_high), np.sort(z), info)
+    return ScoreNullModel(method, dict(config), model, float(mu_low), float(scale_high), np.sort(z), info)
 
 
 def shipped_score_calibration_path(watermarker) -> Optional[Path]:
-    """Shipped score calibrations exist for the shipped tiny pipeline only."""
-    if watermarker.pipeline_name != "tiny":
+    """Shipped score calibrations exist only for the shipped detector models (named 'tiny')."""
+    if watermarker.model_name != "tiny":
         return None
-    return shipped_calibration_path(watermarker.name, dict(watermarker.config(), pipeline="tiny"))
+    return shipped_calibration_path(watermarker.name, dict(watermarker.config(), model="tiny"))
 
 
 def resolve_null_model(watermarker, spec: Any):

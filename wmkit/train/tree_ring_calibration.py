@@ -39,8 +39,8 @@ def main() -> None:
     ]
     images += data.crops(args.photos, size=256, group="calibration", seed=3)
     tr = create("tree_ring", pipeline=pipe, calibration=None)
-    if tr.pipeline_name != "tiny":
-        raise RuntimeError(f"expected the shipped tiny pipeline, got {tr.pipeline_name}")
+    if tr.model_name != "tiny":
+        raise RuntimeError(f"expected the shipped tiny pipeline, got {tr.model_name}")
     model = tr.fit_null(images, attacks=args.attacks, progress=True, info={
         "source": f"{args.generations} tiny-pipeline generations (seeds 0..) + {args.photos} calibration-group photo crops",
         "recipe": "python -m wmkit.train.tree_ring_calibration"})

@@ -41,6 +41,11 @@ class Watermarker(ABC):
         """The options that change what the scheme computes (identify calibrations)."""
         return {}
 
+    @property
+    def model_name(self) -> str:
+        """The detector's model (a pipeline, a backbone): calibrations are per model. 'tiny' = shipped."""
+        return ""
+
     # -- null calibration (wmkit/calibration.py) ---------------------------------------
     @property
     def null_model(self):
@@ -192,3 +197,60 @@ def _best_of(*, method: str, candidates: list[DetectionResult], correction: str)
     log_p_analytic = float(stats.log_multi_key_correction(np.log(max(winner.p_value_analytic, 1e-320)), k, method=correction))
     extra = dict(winner.extra, key_index=best, num_keys=k, uncorrected_p_value=winner.p_value, log10_p_value=log_p / np.log(10))
     return replace(winner, method=method, p_value=float(np.exp(log_p)), p_value_analytic=float(np.exp(log_p_analytic)), extra=extra)
+
+
+class ScoreWatermarker(Watermarker):
+    """A scheme whose detector turns an extracted signal into an analytic p-value
+    (Tree-Ring: inverted latents; SSL zero-bit: a feature vector). A ScoreNullModel
+    fitted on clean images (``fit_null``) recalibrates it; both are reported."""
+
+    @abstractmethod
+    def analytic_log_p(self, signal, key: Key) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+        """(log p-values, scores, extra per-image fields) of an extracted signal against a key."""
+
+    def results_from_signal(self, signal, key: Key) -> list[DetectionResult]:
+        log_p_analytic, scores, extra = self.analytic_log_p(signal, key)
+        null = self.null_model
+        log_p = null.log_p_value(log_p_analytic) if null is not None else log_p_analytic
+        return [
+            DetectionResult(
+                method=self.name,
+                p_value=float(np.exp(log_p[i])),
+                score=float(scores[i]),
+                p_value_analytic=float(np.exp(log_p_analytic[i])),
+                calibrated=null is not None,
+                extra={"log10_p_value": float(log_p[i] / np.log(10)), **{k: float(v[i]) for k, v in extra.items()}},
+            )
+            for i in range(len(log_p))
+        ]
+
+    def detect(self, images, key: Key) -> list[DetectionResult]:
+        self.check_key(key)
+        return self.results_from_signal(self.extract(images), key)
+
+    def identify(self, images, keys: list[Key], *, correction: str = "sidak") -> list[DetectionResult]:
+        for key in keys:
+            self.check_key(key)
+        signal = self.extract(images)  # extract once, test every key
+        per_key = [self.results_from_signal(signal, key) for key in keys]
+        return [_best_of(method=self.name, candidates=[r[i] for r in per_key], correction=correction)
+                for i in range(len(per_key[0]))]
+
+    def fit_null(self, images, *, attacks: Any = "calibration", keys: Optional[list[Key]] = None,
+                 progress: Optional[bool] = None, info: Optional[dict] = None):
+        """Null of the analytic p-value on unwatermarked images (and attacked copies).
+
+        Pooled over ``keys`` (default: 4 seeded keys): the recalibration should
+        hold for any key, and pooling keeps one calibration per model."""
+        from ..calibrate import attacked_variants
+        from ..calibration import fit_score_null
+        from ..keys import generate_key
+
+        keys = keys or [generate_key(self.name, seed=900 + i) for i in range(4)]
+        log_ps = []
+        for variant in attacked_variants(images, attacks=attacks, progress=progress,
+                                         min_pixels=self.min_pixels, min_side=self.min_side):
+            signal = self.extract([variant])
+            log_ps += [float(self.analytic_log_p(signal, key)[0][0]) for key in keys]
+        info = dict(info or {}, num_keys=len(keys), attacks=attacks if isinstance(attacks, str) else None)
+        return fit_score_null(np.array(log_ps), method=self.name, config=self.config(), model=self.model_name, info=info)

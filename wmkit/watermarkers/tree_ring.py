@@ -31,7 +31,7 @@ from ..imageio import as_image_list
 from ..keys import Key
 from ..registry import register_watermarker
 from ..types import DetectionResult
-from .base import Watermarker
+from .base import ScoreWatermarker
 
 PATTERNS = ("ring", "zeros", "rand")
 
@@ -119,7 +119,7 @@ def _latent_shape(pipe, args: tuple, kwargs: dict) -> tuple[int, int, int, int]:
 
 
 @register_watermarker("tree_ring")
-class TreeRing(Watermarker):
+class TreeRing(ScoreWatermarker):
     """Tree-Ring: key pattern in the Fourier transform of the initial noise, DDIM-inversion detection."""
 
     generation_time: ClassVar[bool] = True
@@ -165,7 +165,7 @@ class TreeRing(Watermarker):
         return self._pipe
 
     @property
-    def pipeline_name(self) -> str:
+    def model_name(self) -> str:
         """'tiny' for the shipped pipeline (by name or loaded from its folder), else its path or class."""
         from pathlib import Path
 
@@ -232,8 +232,8 @@ class TreeRing(Watermarker):
         image_list, _ = as_image_list(images)
         return torch.cat([invert(self.pipe, [img], num_steps=self.inversion_steps) for img in image_list])
 
-    def log_p_values_from_latents(self, latents: torch.Tensor, key: Key) -> tuple[np.ndarray, np.ndarray]:
-        """(log analytic p-values, distances eta) of inverted latents against the key."""
+    def analytic_log_p(self, latents: torch.Tensor, key: Key):
+        """Log analytic p-values of inverted latents against the key; score = -log10 p, extra: distance eta."""
         height, width = latents.shape[-2:]
         mask, pattern = self.key_parts(key, height, width)
         region = mask & independent_half(height, width)
@@ -246,52 +246,5 @@ class TreeRing(Watermarker):
         eta = ((y - k[None]).abs() ** 2).sum(-1) / sigma2
         noncentrality = (k.abs() ** 2).sum() / sigma2
         dof = 2 * int(region.sum())
-        log_p = stats.log_noncentral_chi2_p_value(eta.numpy(), dof, noncentrality.numpy())
-        return np.asarray(log_p, dtype=np.float64), eta.numpy()
-
-    def results_from_latents(self, latents: torch.Tensor, key: Key) -> list[DetectionResult]:
-        log_p_analytic, eta = self.log_p_values_from_latents(latents, key)
-        null = self.null_model
-        log_p = null.log_p_value(log_p_analytic) if null is not None else log_p_analytic
-        return [
-            DetectionResult(
-                method=self.name,
-                p_value=float(np.exp(log_p[i])),
-                score=float(-log_p_analytic[i] / np.log(10)),
-                p_value_analytic=float(np.exp(log_p_analytic[i])),
-                calibrated=null is not None,
-                extra={"log10_p_value": float(log_p[i] / np.log(10)), "distance": float(eta[i])},
-            )
-            for i in range(len(eta))
-        ]
-
-    def detect(self, images, key: Key) -> list[DetectionResult]:
-        self.check_key(key)
-        return self.results_from_latents(self.extract(images), key)
-
-    def fit_null(self, images, *, attacks: Any = "calibration", keys: Optional[list[Key]] = None,
-                 progress: Optional[bool] = None, info: Optional[dict] = None):
-        """Null of the analytic p-value on unwatermarked images (and attacked copies) for this pipeline.
-
-        Pooled over ``keys`` (default: 4 seeded keys), since the score's null
-        depends on the pattern only through its energy in the key region."""
-        from ..calibrate import attacked_variants
-        from ..calibration import fit_score_null
-        from ..keys import generate_key
-
-        keys = keys or [generate_key(self.name, seed=900 + i) for i in range(4)]
-        log_ps = []
-        for variant in attacked_variants(images, attacks=attacks, progress=progress, min_pixels=self.min_pixels):
-            latents = self.extract([variant])
-            for key in keys:
-                log_ps.append(self.log_p_values_from_latents(latents, key)[0][0])
-        info = dict(info or {}, num_keys=len(keys), attacks=attacks if isinstance(attacks, str) else None)
-        return fit_score_null(np.array(log_ps), method=self.name, config=self.config(), pipeline=self.pipeline_name, info=info)
-
-    def identify(self, images, keys: list[Key], *, correction: str = "sidak") -> list[DetectionResult]:
-        from .base import _best_of
-
-        latents = self.extract(images)  # invert once, test every key
-        per_key = [self.results_from_latents(latents, key) for key in keys]
-        return [_best_of(method=self.name, candidates=[r[i] for r in per_key], correction=correction)
-                for i in range(len(latents))]
+        log_p = np.asarray(stats.log_noncentral_chi2_p_value(eta.numpy(), dof, noncentrality.numpy()), dtype=np.float64)
+        return log_p, -log_p / np.log(10), {"distance": eta.numpy()}
