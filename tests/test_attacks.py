@@ -13,6 +13,40 @@ from wmkit.errors import ConfigError, InputError
 from wmkit.registry import ATTACKS, list_attacks
 
 NAMES = list_attacks()
+_RANDOM_PIPELINES: list = []
+
+
+def tiny_random_pipeline():
+    """Pipeline attacks (generative ones) get a tiny random pipeline, built on first use only."""
+    if not _RANDOM_PIPELINES:
+        from wmkit.diffusion import random_pipeline
+
+        _RANDOM_PIPELINES.append(random_pipeline(seed=0))
+    return _RANDOM_PIPELINES[0]
+
+
+# Pipeline attacks run diffusion steps: the generic checks use 2 of them (the contract
+# does not depend on the count), which keeps this file fast on a CPU.
+FAST_OPTIONS = {"steps": 2}
+
+
+def _fast_options(cls) -> dict:
+    import inspect
+
+    accepted = inspect.signature(cls.__init__).parameters
+    return {k: v for k, v in FAST_OPTIONS.items() if k in accepted} if cls.needs_pipeline else {}
+
+
+def parse(spec: str) -> Attack:
+    """parse_attack with a pipeline (and fast options) for the attacks that need one."""
+    cls = ATTACKS.get(spec.split("@")[0].split(":")[0].split(",")[0].split("+")[0])
+    extra = "".join(f",{k}={v}" for k, v in _fast_options(cls).items()) if "+" not in spec else ""
+    return parse_attack(spec + extra, pipeline=tiny_random_pipeline)
+
+
+def with_pipeline(cls) -> dict:
+    """Constructor keywords a registered attack class needs for the generic checks."""
+    return {"pipeline": tiny_random_pipeline, **_fast_options(cls)} if cls.needs_pipeline else {}
 # Each attack at its default natural parameter and at full strength (the harshest setting).
 SPECS = NAMES + [f"{name}@1" for name in NAMES]
 
@@ -44,14 +78,14 @@ def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
 
 @pytest.mark.parametrize("spec", SPECS)
 def test_replay_from_recorded_params(spec: str, images: torch.Tensor) -> None:
-    attack = parse_attack(spec)
+    attack = parse(spec)
     out, params = attack(images, generator=seeded(), return_params=True)
     assert torch.equal(attack.apply(images, params), out)
 
 
 @pytest.mark.parametrize("spec", SPECS)
 def test_batch_equals_singles(spec: str, images: torch.Tensor) -> None:
-    attack = parse_attack(spec)
+    attack = parse(spec)
     params = attack.sample_params(images, seeded())
     batched = attack.apply(images, params)
     for i in range(images.shape[0]):
@@ -61,7 +95,8 @@ def test_batch_equals_singles(spec: str, images: torch.Tensor) -> None:
 
 @pytest.mark.parametrize("name", NAMES)
 def test_strength_zero_is_identity(name: str, images: torch.Tensor) -> None:
-    attack = ATTACKS.get(name).from_strength(0.0)
+    cls = ATTACKS.get(name)
+    attack = cls.from_strength(0.0, **with_pipeline(cls))
     assert attack.strength == 0.0
     assert torch.equal(attack(images, generator=seeded()), images)
 
@@ -70,7 +105,7 @@ def test_strength_zero_is_identity(name: str, images: torch.Tensor) -> None:
 def test_output_range_dtype_and_shape(spec: str, images: torch.Tensor) -> None:
     for dtype in (torch.float32, torch.float64):
         source = images.to(dtype)
-        out = parse_attack(spec)(source, generator=seeded())
+        out = parse(spec)(source, generator=seeded())
         assert out.dtype == dtype and out.device == source.device
         assert out.shape[:2] == source.shape[:2]
         assert float(out.min()) >= 0.0 and float(out.max()) <= 1.0
@@ -79,7 +114,7 @@ def test_output_range_dtype_and_shape(spec: str, images: torch.Tensor) -> None:
 
 @pytest.mark.parametrize("spec", SPECS)
 def test_same_seed_same_output(spec: str, images: torch.Tensor) -> None:
-    attack = parse_attack(spec)
+    attack = parse(spec)
     assert torch.equal(attack(images, generator=seeded(3)), attack(images, generator=seeded(3)))
     if attack.stochastic:
         assert not torch.equal(attack(images, generator=seeded(3)), attack(images, generator=seeded(4)))
@@ -98,7 +133,7 @@ def test_bad_values_rejected_at_construction(name: str) -> None:
         cls(**{cls.param.name: invalid})
     assert cls.param.range_text() in str(info.value)  # the message states the allowed range
     with pytest.raises(ConfigError):
-        parse_attack(f"{name}:{invalid}")
+        parse(f"{name}:{invalid}")
     with pytest.raises(ConfigError):
         cls(**{cls.param.name: "strong"})
 
@@ -122,8 +157,8 @@ WITH_OPTIONS = ["center_crop:0.5,resize_back=false", "random_crop@0.5,resize_bac
     "spec", SPECS + [f"{name}@0" for name in NAMES] + [f"{name}@0.3" for name in NAMES] + WITH_OPTIONS
 )
 def test_parse_roundtrips_describe(spec: str, images: torch.Tensor) -> None:
-    attack = parse_attack(spec)
-    again = parse_attack(attack.describe())
+    attack = parse(spec)
+    again = parse(attack.describe())
     assert again.describe() == attack.describe()
     assert type(again) is type(attack)
     assert torch.equal(again(images, generator=seeded()), attack(images, generator=seeded()))
@@ -145,7 +180,7 @@ def test_strength_maps_monotonically_onto_the_natural_parameter(name: str) -> No
 @pytest.mark.parametrize("name", [name for name in NAMES if ATTACKS.get(name).differentiable])
 def test_differentiable_attacks_pass_gradients(name: str, images: torch.Tensor) -> None:
     source = images.clone().requires_grad_(True)
-    ATTACKS.get(name).from_strength(0.5)(source, generator=seeded()).sum().backward()
+    ATTACKS.get(name).from_strength(0.5, **with_pipeline(ATTACKS.get(name)))(source, generator=seeded()).sum().backward()
     assert source.grad is not None and torch.isfinite(source.grad).all()
     assert float(source.grad.abs().sum()) > 0
 
@@ -342,7 +377,7 @@ def test_sequence_of_random_steps_replays(images: torch.Tensor) -> None:
 
 @pytest.mark.parametrize("suite", sorted(SUITES))
 def test_suites_build(suite: str) -> None:
-    attacks = get_suite(suite)
+    attacks = get_suite(suite, pipeline=tiny_random_pipeline)
     assert bool(attacks) == (suite != "none")
     assert all(isinstance(attack, Attack) for attack in attacks)
     assert len({attack.describe() for attack in attacks}) == len(attacks)  # no duplicates

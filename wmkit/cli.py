@@ -291,7 +291,7 @@ def cmd_attack(args) -> int:
         raise ConfigError("usage: wmkit attack -a ATTACK[:STRENGTH] IMAGE_OR_DIR... -o OUT_DIR (or --list)")
     import torch
 
-    attack = parse_attack(args.attack)
+    attack = parse_attack(args.attack, pipeline=args.pipeline)  # only pipeline attacks use (and load) it
     generator = torch.Generator().manual_seed(args.seed)
     paths = list(iter_image_paths(args.inputs))
     inputs = {str(p.resolve()) for p in paths}
@@ -406,6 +406,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true")
     p.add_argument("-q", "--quiet", action="store_true")
     p.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS)
+    p.add_argument("--pipeline", default="tiny", help="diffusion pipeline for generative attacks (regen, rinse, vae_regen, paraphrase, adv_embed): 'tiny' (default) or a local diffusers folder")
     _add_progress(p)
     p.set_defaults(func=cmd_attack)
 

@@ -10,10 +10,15 @@ from .compose import Identity, Sequential, parse_attack
 from .geometric import CenterCrop, HorizontalFlip, Perspective, RandomCrop, Resize, Rotate
 from .suites import SUITES, get_suite
 from .valuemetric import Brightness, Contrast, GaussianBlur, GaussianNoise, Hue, Saturation, Sharpness
+from .regeneration import Regeneration, Rinse, VAERegeneration
+from .paraphrase import Captioner, FixedPrompt, TransformersCaptioner, VisualParaphrase
+from .adversarial import AdversarialEmbedding
 
 __all__ = [
     "Attack", "NaturalParam", "Params", "Sequential", "parse_attack", "SUITES", "get_suite",
     "Identity", "CenterCrop", "RandomCrop", "Resize", "Rotate", "HorizontalFlip", "Perspective",
     "JPEG", "WebP", "DifferentiableJPEG",
     "GaussianBlur", "GaussianNoise", "Brightness", "Contrast", "Saturation", "Sharpness", "Hue",
+    "Regeneration", "Rinse", "VAERegeneration", "VisualParaphrase", "AdversarialEmbedding",
+    "Captioner", "FixedPrompt", "TransformersCaptioner",
 ]

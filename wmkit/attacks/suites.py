@@ -19,6 +19,9 @@ _GRADED = [
     "brightness", "contrast", "saturation", "hue", "sharpness",
 ]
 STRENGTH_LEVELS = (0.25, 0.5, 0.75, 1.0)
+# Attacks that run a diffusion model (or its VAE); the "generative" suite.
+GENERATIVE = ["regen", "rinse", "vae_regen", "paraphrase", "adv_embed"]
+GENERATIVE_LEVELS = (0.25, 0.5, 1.0)
 
 SUITES: dict[str, list[str]] = {
     # No attack: evaluations still score the clean images, so nothing is added here.
@@ -37,6 +40,9 @@ SUITES: dict[str, list[str]] = {
     ],
     # Robustness curves: each graded attack at four strengths.
     "strengths": [f"{name}@{level}" for name in _GRADED for level in STRENGTH_LEVELS] + ["hflip@1"],
+    # Generative and adversarial attacks (they need a diffusion pipeline: `--pipeline`, default
+    # the shipped tiny one), each at three strengths.
+    "generative": [f"{name}@{level}" for name in GENERATIVE for level in GENERATIVE_LEVELS],
 }
 
 

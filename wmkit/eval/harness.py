@@ -117,9 +117,12 @@ def split_attack_list(texts: Sequence[str] | str) -> list[str]:
     return entries
 
 
-def make_attack_cases(texts: Sequence[str] | str) -> list[AttackCase]:
-    """'none' first, then every attack of the named suites and specs, duplicates dropped."""
-    from ..attacks import SUITES, parse_attack
+def make_attack_cases(texts: Sequence[str] | str, *, pipeline: Any = None) -> list[AttackCase]:
+    """'none' first, then every attack of the named suites and specs, duplicates dropped.
+
+    ``pipeline`` (a pipeline object, "tiny" or a local diffusers folder, loaded lazily and
+    once) goes to the attacks that need one (regen, paraphrase, ...)."""
+    from ..attacks import SUITES, Sequential, parse_attack
 
     cases = [AttackCase(spec=NO_ATTACK, family=NO_ATTACK, strength=0.0, attack=None)]
     seen = {NO_ATTACK}
@@ -127,7 +130,7 @@ def make_attack_cases(texts: Sequence[str] | str) -> list[AttackCase]:
         specs = SUITES[entry] if entry in SUITES else [entry]
         for spec in specs:
             try:
-                attack = parse_attack(spec)
+                attack = parse_attack(spec, pipeline=pipeline)
             except ConfigError as exc:
                 if spec == entry and ":" not in spec and "@" not in spec and "+" not in spec:
                     raise ConfigError(f"{exc} (or an attack suite: {', '.join(SUITES)})") from None
@@ -136,7 +139,7 @@ def make_attack_cases(texts: Sequence[str] | str) -> list[AttackCase]:
             if canonical in seen:
                 continue
             seen.add(canonical)
-            steps = getattr(attack, "steps", [attack])
+            steps = list(attack.steps) if isinstance(attack, Sequential) else [attack]  # (a diffusion attack's .steps is a count)
             family = "+".join(step.name for step in steps)
             cases.append(AttackCase(spec=canonical, family=family, strength=float(attack.strength), attack=attack))
     return cases

@@ -59,6 +59,7 @@ class _Group:
     neg_score: list = field(default_factory=list)
     bit_accuracy: list = field(default_factory=list)
     quality: dict = field(default_factory=lambda: defaultdict(list))
+    attack_time: list = field(default_factory=list)  # seconds per marked image
     skipped: int = 0  # images whose attacked copy was below the method's minimum size
     errors: int = 0  # images whose attack or detection failed
 
@@ -112,6 +113,8 @@ def summarize(records: Iterable[dict], *, alphas: Sequence[float] = ALPHAS, conf
                 g.bit_accuracy.append(r["bit_accuracy"])
             for name in ("psnr", "ssim", "ms_ssim"):
                 g.quality[name].append(r[name])
+            if r.get("time_attack_s") is not None and r["attack"] != NO_ATTACK:
+                g.attack_time.append(r["time_attack_s"])
             if r["attack"] == NO_ATTACK:  # count each image once for the embedding quality
                 for name in ("psnr", "ssim", "ms_ssim"):
                     embed_quality[r["method"]][name].append(r[f"embed_{name}"])
@@ -146,6 +149,7 @@ def summarize(records: Iterable[dict], *, alphas: Sequence[float] = ALPHAS, conf
             for m in methods
         },
         "results": rows,
+        "potency": potency_ranking(rows),
         "calibration_warnings": warnings,
     }
     return _clean(summary)
@@ -176,7 +180,79 @@ def _row(method: str, attack: str, g: _Group, alphas: Sequence[float], confidenc
         "psnr": _mean(g.quality["psnr"]),
         "ssim": _mean(g.quality["ssim"]),
         "ms_ssim": _mean(g.quality["ms_ssim"]),
+        "time_attack_s": _mean(g.attack_time),
     }
+
+
+# -- potency at matched quality ------------------------------------------------------------
+POTENCY_PSNR_FLOOR = 28.0  # dB: below this an attacked image counts as destroyed...
+POTENCY_SSIM_FLOOR = 0.75  # ...or below this SSIM
+REMOVED_TPR = 0.5  # TPR below this: the attack removes the mark for most images
+
+
+def _interpolate_tpr(points: list[tuple[float, float]], psnr: float) -> Optional[float]:
+    """TPR at the given PSNR, linearly interpolated between an attack family's settings
+    (None when the family's PSNR range does not bracket it: no extrapolation)."""
+    points = sorted(points)
+    for (p0, t0), (p1, t1) in zip(points, points[1:]):
+        if p0 <= psnr <= p1:
+            return t0 if p1 == p0 else t0 + (t1 - t0) * (psnr - p0) / (p1 - p0)
+    if len(points) == 1 and points[0][0] == psnr:
+        return points[0][1]
+    return None
+
+
+def potency_ranking(rows: Sequence[dict], *, alpha: float = HEADLINE_ALPHA, psnr_floor: float = POTENCY_PSNR_FLOOR,
+                    ssim_floor: float = POTENCY_SSIM_FLOOR) -> dict:
+    """Attack families ranked per method by potency at matched image quality.
+
+    A setting is *acceptable* when its attacked marked images keep PSNR >= ``psnr_floor`` and
+    SSIM >= ``ssim_floor`` against the original. A family's potency is the lowest TPR at
+    ``alpha`` among its acceptable settings (lower = more potent; ties: higher PSNR first); its
+    TPR at exactly the floor PSNR is interpolated between settings where they bracket it.
+    Verdicts: "removes the mark" (an acceptable setting has TPR < 0.5), "destroys the image"
+    (TPR < 0.5 only at settings below the quality floor), "mark survives", or "quality
+    undefined" (the attack changes the image size, so PSNR/SSIM do not apply).
+    """
+    a = alpha_key(alpha)
+    by_method: dict[str, dict[str, list[dict]]] = {}
+    for row in rows:
+        if row["attack"] == NO_ATTACK or row["tpr"].get(a) is None:
+            continue
+        by_method.setdefault(row["method"], {}).setdefault(row["attack_family"], []).append(row)
+    ranking: dict[str, list[dict]] = {}
+    for method, families in by_method.items():
+        entries = []
+        for family, settings in families.items():
+            measured = [r for r in settings if r["psnr"] is not None]
+            acceptable = [r for r in measured if r["psnr"] >= psnr_floor and (r["ssim"] is None or r["ssim"] >= ssim_floor)]
+            best = min(acceptable, key=lambda r: (r["tpr"][a], -r["psnr"])) if acceptable else None
+            if not measured:
+                verdict = "quality undefined"
+            elif best is not None and best["tpr"][a] < REMOVED_TPR:
+                verdict = "removes the mark"
+            elif any(r["tpr"][a] < REMOVED_TPR for r in measured):
+                verdict = "destroys the image"
+            else:
+                verdict = "mark survives"
+            times = [r["time_attack_s"] for r in settings if r.get("time_attack_s") is not None]
+            entries.append({
+                "attack_family": family,
+                "verdict": verdict,
+                "best_attack": None if best is None else best["attack"],
+                "best_tpr": None if best is None else best["tpr"][a],
+                "best_psnr": None if best is None else best["psnr"],
+                "best_ssim": None if best is None else best["ssim"],
+                "tpr_at_psnr_floor": _interpolate_tpr([(r["psnr"], r["tpr"][a]) for r in measured], psnr_floor),
+                "min_tpr_any_quality": min(r["tpr"][a] for r in settings),
+                "time_attack_s": float(np.mean(times)) if times else None,
+            })
+        entries.sort(key=lambda e: (e["best_tpr"] if e["best_tpr"] is not None else math.inf,
+                                    -(e["best_psnr"] or 0.0), e["attack_family"]))
+        for rank, entry in enumerate(entries, 1):
+            entry["rank"] = rank if entry["best_tpr"] is not None else None
+        ranking[method] = entries
+    return {"alpha": alpha, "psnr_floor": psnr_floor, "ssim_floor": ssim_floor, "ranking": ranking}
 
 
 def roc_points(records: Iterable[dict]) -> dict[tuple[str, str], tuple[np.ndarray, np.ndarray, float, int]]:
@@ -214,15 +290,37 @@ def markdown(summary: dict, *, plots: Sequence[str] = ()) -> str:
         "(— where the attack changes the size). n: watermarked images detected on (skipped: attacked "
         "image below the method's minimum size).",
         "",
-        f"| method | attack | strength | n | skipped | TPR@{HEADLINE_ALPHA:g} | AUC | bit acc | PSNR dB |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
+        f"| method | attack | strength | n | skipped | TPR@{HEADLINE_ALPHA:g} | AUC | bit acc | PSNR dB | SSIM | attack s/img |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for row in summary["results"]:
         lines.append(
             f"| {row['method']} | `{row['attack']}` | {_fmt(row['strength'], 2)} | {row['n_watermarked']} | "
             f"{row['n_skipped']} | {_fmt(row['tpr'][a])} | {_fmt(row['auc'])} | {_fmt(row['bit_accuracy'])} | "
-            f"{_fmt(row['psnr'], 1)} |"
+            f"{_fmt(row['psnr'], 1)} | {_fmt(row.get('ssim'))} | {_fmt(row.get('time_attack_s'), 3)} |"
         )
+    potency = summary.get("potency") or {}
+    if potency.get("ranking"):
+        lines += [
+            "",
+            "## Attack potency at matched quality",
+            "",
+            f"Per method, attack families ranked by the lowest TPR@{potency['alpha']:g} among their settings that keep "
+            f"PSNR >= {potency['psnr_floor']:g} dB and SSIM >= {potency['ssim_floor']:g} (lower = more potent). "
+            f"TPR@floor: interpolated at PSNR = {potency['psnr_floor']:g} dB where the settings bracket it. "
+            "'destroys the image': the mark goes only at settings below the quality floor.",
+            "",
+            f"| method | rank | attack family | verdict | best setting | TPR | PSNR dB | SSIM | TPR@floor | min TPR (any quality) | attack s/img |",
+            "|---|---:|---|---|---|---:|---:|---:|---:|---:|---:|",
+        ]
+        for method, entries in potency["ranking"].items():
+            for e in entries:
+                best = f"`{e['best_attack']}`" if e["best_attack"] else "—"
+                lines.append(
+                    f"| {method} | {e['rank'] if e['rank'] is not None else '—'} | {e['attack_family']} | {e['verdict']} | {best} | "
+                    f"{_fmt(e['best_tpr'])} | {_fmt(e['best_psnr'], 1)} | {_fmt(e['best_ssim'])} | {_fmt(e['tpr_at_psnr_floor'])} | "
+                    f"{_fmt(e['min_tpr_any_quality'])} | {_fmt(e['time_attack_s'], 3)} |"
+                )
     low, high = alpha_key(1e-2), alpha_key(1e-3)
     lines += [
         "",
@@ -249,6 +347,10 @@ def markdown(summary: dict, *, plots: Sequence[str] = ()) -> str:
         lines += ["", "## Embedding quality", "", "| method | PSNR dB | SSIM | MS-SSIM | calibrated null |", "|---|---:|---:|---:|---|"]
         for m, q in embed.items():
             lines.append(f"| {m} | {_fmt(q['embed_psnr'], 2)} | {_fmt(q['embed_ssim'])} | {_fmt(q['embed_ms_ssim'])} | {'yes' if q['calibrated'] else 'no (fair coins)'} |")
+    if summary.get("forgery"):
+        from .forgery import markdown_section
+
+        lines += ["", markdown_section(summary["forgery"]).rstrip("\n")]
     if plots:
         lines += ["", "## Plots", ""] + [f"![{Path(p).stem}]({Path(p).name})" for p in plots]
     return "\n".join(lines) + "\n"

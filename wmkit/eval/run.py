@@ -34,6 +34,7 @@ DEFAULT_OFFLINE_PHOTOS = 16
 DEFAULT_SIZE = 256
 DEFAULT_ATTACKS = "quick"
 DEFAULT_THREADS = 1
+DEFAULT_PIPELINE = "tiny"  # for the attacks that need a diffusion pipeline (regen, paraphrase, ...)
 RESULTS = "results.jsonl"
 # every file an evaluation writes: what --overwrite may remove from an earlier run
 _OUTPUT_PATTERNS = ("results.jsonl", "results.rank*.jsonl", "results.rank*.failed", "summary.json", "summary.md", "roc_*.png", "tpr_vs_strength_*.png", "quality_vs_robustness.png")
@@ -209,12 +210,18 @@ def run_eval(
     progress: Optional[bool] = None,
     on_error: Optional[Callable[[ImageItem, str], None]] = None,
     state: Any = None,
+    pipeline: Any = DEFAULT_PIPELINE,
+    forgery: Optional[int] = None,
 ) -> EvalOutcome:
     """Evaluate ``methods`` against ``attacks`` and write the report folder ``output``.
 
     ``inputs`` are image files and folders; without them, ``offline_photos`` (default 16)
     crops of the offline evaluation photos at ``size`` pixels. ``state`` is accelerate's
-    PartialState (found automatically when launched with several processes).
+    PartialState (found automatically when launched with several processes). ``pipeline``
+    ("tiny", a local diffusers folder or a pipeline object) serves the attacks that need one;
+    it is loaded once, and only when such an attack is requested. ``forgery``: run the
+    averaging forgery per method with that many images to estimate from and to forge
+    (``wmkit.eval.forgery``) and add its false-attribution rates to the report.
     """
     from ..imageio import DEFAULT_MAX_PIXELS
 
@@ -222,7 +229,14 @@ def run_eval(
     # Everything that can be wrong with the request is checked by every process before any
     # of them writes, so they all stop alike instead of leaving one waiting at a barrier.
     schemes = make_schemes(list(methods), seed=seed)
-    cases = make_attack_cases(attacks)
+    cases = make_attack_cases(attacks, pipeline=pipeline)
+    uses_pipeline = any(getattr(c.attack, "needs_pipeline", False) for c in cases)
+    if uses_pipeline:  # load it now (once, shared): a missing pipeline stops the run before it starts
+        from ..attacks.regeneration import resolve_pipeline
+
+        resolve_pipeline(pipeline)
+    if forgery is not None and forgery < 1:
+        raise ConfigError(f"--forgery must be at least 1, got {forgery}")
     min_pixels = max(s.watermarker.min_pixels for s in schemes)
     min_side = max(s.watermarker.min_side for s in schemes)
     if inputs and offline_photos is not None:
@@ -278,7 +292,18 @@ def run_eval(
         "torch_threads_per_process": threads,
         "wmkit_version": __import__("wmkit").__version__,
     }
+    if uses_pipeline:
+        config["pipeline"] = pipeline if isinstance(pipeline, str) else type(pipeline).__name__
     summary = summarize(read_records(report_dir / RESULTS), config=config)
+    if forgery is not None:
+        from .forgery import ESTIMATORS, forgery_rate
+
+        with torch_threads(threads):
+            summary["forgery"] = [
+                forgery_rate(s.method, n_estimate=forgery, n_test=forgery, size=size, seed=seed, estimator=estimator, key=s.key).as_dict()
+                for s in schemes
+                for estimator in ESTIMATORS
+            ]
     files = [report_dir / RESULTS, *write_report(report_dir, summary, report_dir / RESULTS)]
     return EvalOutcome(
         report_dir=report_dir, is_main_process=True, failed_images=summary["counts"]["failed_images"],
@@ -308,6 +333,8 @@ def add_eval_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--overwrite", action="store_true", help="write into a non-empty REPORT_DIR (an earlier report there is replaced)")
     p.add_argument("--threads", type=int, default=DEFAULT_THREADS, help="torch threads per process (default 1: results then do not depend on how the run is sharded)")
     p.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS, help="refuse larger images")
+    p.add_argument("--pipeline", default=DEFAULT_PIPELINE, help="diffusion pipeline for generative attacks (regen, rinse, vae_regen, paraphrase, adv_embed): 'tiny' (default) or a local diffusers folder; loaded only if such an attack is requested")
+    p.add_argument("--forgery", type=int, default=None, metavar="N", help="also run the averaging forgery per method (N marked images to estimate the mark from, N clean ones to forge) and report the false-attribution rate")
 
 
 def run_eval_cli(args: argparse.Namespace) -> int:
@@ -331,6 +358,8 @@ def run_eval_cli(args: argparse.Namespace) -> int:
             progress=args.progress,
             on_error=report_bad_image,
             state=state,
+            pipeline=getattr(args, "pipeline", DEFAULT_PIPELINE),
+            forgery=getattr(args, "forgery", None),
         )
     finally:
         if hasattr(state, "destroy_process_group"):  # the CLI owns its process group
