@@ -87,6 +87,10 @@ def run_demo(*, num_images: int = 6, size: int = 256, output: Optional[str] = No
             wm, clean, marked = _generation_time_images(method, key, num_images, pipe)
         else:
             wm = create(method)
+            missing = getattr(wm, "missing_default_model", lambda: None)()
+            if missing:
+                print(f"{method:<11} not run: {missing}", file=stream)
+                continue
             clean, marked = photos, wm.embed(photos, key)
         # quality against the unmarked twin: the same photo, or the same prompt and seed
         quality = float(np.mean([psnr(a, b) for a, b in zip(clean, marked)]))

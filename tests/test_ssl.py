@@ -1,0 +1,122 @@
+"""SSL latent-space marks: backbones (tiny, DINO ResNet-50 layout), whitening, marking constraints, tests."""
+import numpy as np
+import pytest
+import torch
+from scipy import stats as sps
+
+import wmkit
+from wmkit.errors import WeightsError
+from wmkit.keys import generate_key
+from wmkit.models.backbone import ResNet50, TinyBackbone, WhitenedBackbone, load_dino_resnet50, load_whitened, save_whitened
+from wmkit.watermarkers.ssl import perceptual_heatmap, project_psnr
+
+
+@pytest.fixture(scope="module")
+def whitening_images():
+    from wmkit import data
+
+    return torch.stack(data.crops(96, size=64, group="evaluation", seed=3))
+
+
+@pytest.fixture(scope="module")
+def random_backbone(whitening_images):
+    torch.manual_seed(0)
+    model = WhitenedBackbone(TinyBackbone(width=8, out_dim=32).eval(), 32)
+    with torch.no_grad():
+        model.fit_whitening(model.backbone(whitening_images))
+    return model.eval()
+
+
+def test_dino_resnet50_checkpoint_loads_strictly(tmp_path):
+    state = {k: v for k, v in ResNet50().state_dict().items() if not k.startswith("normalize.")}
+    state["fc.weight"] = torch.zeros(1000, 2048)  # torchvision-style extra classifier: ignored
+    torch.save(state, tmp_path / "dino.pth")
+    model = load_dino_resnet50(tmp_path / "dino.pth")
+    assert torch.equal(model.layer4[2].conv3.weight, state["layer4.2.conv3.weight"])
+    del state["layer3.0.conv1.weight"]
+    torch.save(state, tmp_path / "broken.pth")
+    with pytest.raises(WeightsError, match="not a ResNet-50"):
+        load_dino_resnet50(tmp_path / "broken.pth")
+    with pytest.raises(WeightsError, match="no such checkpoint"):
+        load_dino_resnet50(tmp_path / "missing.pth")
+
+
+def test_whitening_and_save_load(random_backbone, whitening_images, eval_photos_256, tmp_path):
+    with torch.no_grad():
+        features = random_backbone(whitening_images)
+    cov = torch.cov(features.T.double())
+    dim = random_backbone.dim
+    assert 8 <= dim <= 32 and features.shape[1] == dim
+    assert torch.allclose(cov, torch.eye(dim, dtype=torch.float64), atol=1e-3)
+    save_whitened(random_backbone, tmp_path / "bb")
+    loaded = load_whitened(tmp_path / "bb")
+    x = eval_photos_256[0][None]
+    assert torch.allclose(loaded(x), random_backbone(x), atol=1e-3)
+    with pytest.raises(WeightsError):
+        load_whitened(tmp_path / "nothing")
+
+
+def test_psnr_projection_and_heatmap():
+    delta = torch.randn(2, 3, 32, 32)
+    projected = project_psnr(delta, 42.0)
+    mse = projected.pow(2).mean(dim=(1, 2, 3))
+    assert torch.all(10 * torch.log10(1 / mse) >= 42.0 - 1e-4)
+    small = 1e-4 * delta
+    assert torch.equal(project_psnr(small, 42.0), small)  # already within budget: untouched
+    flat_and_textured = torch.cat([torch.full((1, 3, 32, 16), 0.5), torch.rand(1, 3, 32, 16)], dim=3)
+    heat = perceptual_heatmap(flat_and_textured)
+    assert heat[..., 4:12].mean() < 0.3 * heat[..., 20:28].mean()  # the change goes where texture hides it
+
+
+@pytest.mark.parametrize("method", ["ssl_zero_bit", "ssl_multi_bit"])
+def test_marking_respects_psnr_and_moves_the_detector(method, random_backbone):
+    from wmkit import data
+
+    wm = wmkit.create(method, backbone=random_backbone, steps=40, target_psnr=38.0, calibration=None)
+    key = generate_key(method, seed=1)
+    images = data.crops(2, size=96, group="evaluation", seed=5)
+    marked = wm.embed(images, key)
+    for original, image in zip(images, marked):
+        psnr = 10 * torch.log10(1 / (original - image).pow(2).mean())
+        assert psnr >= 38.0
+        assert torch.equal(image, image.mul(255).round().div(255))  # savable as 8-bit losslessly
+    clean, detected = wm.detect(images, key), wm.detect(marked, key)
+    for c, d in zip(clean, detected):
+        assert d.p_value < c.p_value
+        assert 0 <= d.p_value <= 1
+    if method == "ssl_multi_bit":
+        assert np.mean([d.bit_accuracy for d in detected]) >= 0.75
+
+
+def test_hypercone_null_on_whitened_clean_features(random_backbone):
+    from wmkit import data
+
+    # fresh crops from the distribution the whitening was fitted on
+    wm = wmkit.create("ssl_zero_bit", backbone=random_backbone, calibration=None)
+    features = wm.extract(data.crops(40, size=64, group="evaluation", seed=4))
+    p = [float(np.exp(wm.analytic_log_p(features[i:i + 1], generate_key("ssl_zero_bit", seed=s))[0][0]))
+         for s in range(20) for i in range(len(features))]
+    assert sps.kstest(p, "uniform").pvalue > 0.001
+
+
+def test_dino_checkpoint_whitened_into_a_backbone_folder(tmp_path):
+    from wmkit import data
+    from wmkit.models.backbone import whiten_checkpoint
+
+    state = {k: v for k, v in ResNet50().state_dict().items() if not k.startswith("normalize.")}
+    torch.save(state, tmp_path / "dino.pth")
+    images = data.crops(12, size=64, group="evaluation", seed=6)
+    folder = whiten_checkpoint(tmp_path / "dino.pth", images, tmp_path / "bb")
+    wm = wmkit.create("ssl_zero_bit", backbone=str(folder), calibration=None)
+    assert wm.missing_default_model() is None
+    features = wm.extract(images)
+    assert features.shape == (12, wm.backbone.dim) and wm.backbone.dim <= 11  # 12 images: rank <= 11
+
+
+def test_missing_default_backbone_is_a_clear_error():
+    wm = wmkit.create("ssl_zero_bit")
+    message = wm.missing_default_model()
+    if message is None:
+        pytest.skip("a shipped SSL backbone exists")
+    with pytest.raises(WeightsError, match="ships no SSL backbone"):
+        wm.embed([torch.rand(3, 64, 64)], generate_key("ssl_zero_bit", seed=1))

@@ -1,0 +1,1 @@
+"""Small networks wmkit trains and ships, and loaders for real checkpoints."""

@@ -1,0 +1,235 @@
+"""SSL latent-space marks (Fernandez et al., 2022): post-hoc marks in the feature space
+of a self-supervised backbone, so they inherit its invariance to crops, resizing,
+compression.
+
+Marking optimises a perturbation of the image so that its (whitened) feature
+moves where the key says, under random augmentations, with two constraints on
+the perturbation: a PSNR floor (``target_psnr``, default 42 dB, enforced exactly
+by projection after every step and at the end) and a perceptual attenuation that
+puts the change where the image is textured (a local-contrast heatmap, the
+role SSIM's heatmap plays in the paper).
+
+- ``ssl_zero_bit``: the feature enters the hypercone around the key's secret
+  unit vector u. Detection: cosine(f, u), p-value from the incomplete beta
+  function (``stats.log_hypercone_p_value``), recalibrated on clean images where
+  a calibration exists (whitened features are only roughly isotropic).
+- ``ssl_multi_bit``: K secret orthonormal directions carry K bits by the sign
+  of the projection (hinge loss); detection decodes signs and uses the bit
+  machinery shared with the peers (binomial / calibrated Poisson-binomial).
+"""
+from __future__ import annotations
+
+from typing import Any, ClassVar, Optional
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .. import stats
+from ..errors import ConfigError, WeightsError
+from ..keys import Key
+from ..registry import register_watermarker
+from .base import BitWatermarker, ScoreWatermarker
+
+DEFAULT_BACKBONE = "tiny"
+# augmentations applied while marking: what the mark should survive
+MARKING_AUGMENTATIONS = ["identity", "random_crop:0.5", "resize:0.6", "jpeg_diff:60", "gaussian_blur:1", "brightness:1.3", "rotate:8"]
+
+
+def load_backbone(spec: Any):
+    """'tiny' (shipped), a folder with a saved whitened backbone, or a module."""
+    if isinstance(spec, torch.nn.Module):
+        return spec.eval()
+    from ..calibration import weights_dir
+    from ..models.backbone import load_whitened
+
+    if spec == DEFAULT_BACKBONE:
+        folder = weights_dir() / "ssl-backbone"
+        if not folder.exists():
+            raise WeightsError(
+                "wmkit ships no SSL backbone yet (the CPU-trained candidate was too insensitive to mark at "
+                "42 dB); pass backbone=<folder saved by wmkit.models.backbone.save_whitened>, e.g. a DINO "
+                "ResNet-50 whitened with whiten_checkpoint()"
+            )
+        return load_whitened(folder)
+    return load_whitened(spec)
+
+
+def perceptual_heatmap(images: torch.Tensor, window: int = 7) -> torch.Tensor:
+    """Local contrast of the luminance, mean 1 per image: large in texture, small in flat areas."""
+    luminance = (0.299 * images[:, 0] + 0.587 * images[:, 1] + 0.114 * images[:, 2])[:, None]
+    pad = window // 2
+    mean = F.avg_pool2d(F.pad(luminance, (pad,) * 4, mode="reflect"), window, 1)
+    var = F.avg_pool2d(F.pad(luminance**2, (pad,) * 4, mode="reflect"), window, 1) - mean**2
+    heat = var.clamp_min(0).sqrt() + 0.01
+    return heat / heat.mean(dim=(2, 3), keepdim=True)
+
+
+def project_psnr(delta: torch.Tensor, target_psnr: float) -> torch.Tensor:
+    """Scale each image's perturbation down so that its PSNR (data range 1) is >= the target."""
+    max_mse = 10.0 ** (-target_psnr / 10.0)
+    mse = delta.pow(2).mean(dim=(1, 2, 3), keepdim=True)
+    return delta * torch.clamp(torch.sqrt(max_mse / mse.clamp_min(1e-20)), max=1.0)
+
+
+class _SSLMark:
+    """Shared marking loop; subclasses define the loss on features."""
+
+    min_side: ClassVar[int] = 32
+
+    def _init_ssl(self, *, backbone, target_psnr, steps, lr, seed):
+        if not 20.0 <= float(target_psnr) <= 80.0:
+            raise ConfigError(f"target_psnr must lie in [20, 80] dB, got {target_psnr}")
+        if not isinstance(steps, int) or steps < 1:
+            raise ConfigError(f"steps must be a positive integer, got {steps!r}")
+        self.target_psnr = float(target_psnr)
+        self.steps = steps
+        self.lr = float(lr)
+        self.seed = int(seed)
+        self._backbone_spec = backbone
+        self._backbone = None
+
+    def missing_default_model(self):
+        """Why the default model cannot be loaded (None when it can)."""
+        try:
+            self.backbone
+        except WeightsError as exc:
+            return str(exc)
+        return None
+
+    @property
+    def backbone(self):
+        if self._backbone is None:
+            self._backbone = load_backbone(self._backbone_spec)
+            for p in self._backbone.parameters():
+                p.requires_grad_(False)
+        return self._backbone
+
+    @property
+    def model_name(self) -> str:
+        return self._backbone_spec if isinstance(self._backbone_spec, str) else type(self._backbone_spec).__name__
+
+    def _features(self, images: list[torch.Tensor]) -> torch.Tensor:
+        with torch.no_grad():
+            return torch.cat([self.backbone(img[None]) for img in images])
+
+    def _mark_one(self, image: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """Optimise one image's perturbation towards ``target``; deterministic for (image, target, seed)."""
+        from ..attacks import parse_attack
+
+        augmentations = [parse_attack(spec) for spec in MARKING_AUGMENTATIONS]
+        generator = torch.Generator().manual_seed(self.seed)
+        x = image[None].float()
+        heat = perceptual_heatmap(x)
+        raw = torch.zeros_like(x, requires_grad=True)
+        optimiser = torch.optim.Adam([raw], lr=self.lr)
+        for step in range(self.steps):
+            delta = project_psnr(heat * raw, self.target_psnr)
+            marked = (x + delta).clamp(0, 1)
+            augment = augmentations[int(torch.randint(len(augmentations), (1,), generator=generator))]
+            feature = self.backbone(augment(marked, generator=generator))
+            loss = self._loss(feature, target)
+            optimiser.zero_grad()
+            loss.backward()
+            optimiser.step()
+        with torch.no_grad():
+            delta = project_psnr(heat * raw, self.target_psnr)
+            marked = (x + delta).clamp(0, 1)
+            # quantise like a saved file, then re-check the PSNR floor (rounding can only
+            # add error), pulling the change back towards the original if needed
+            quantised = marked.mul(255).round().div(255)
+            while float(10 * torch.log10(1 / (quantised - x).pow(2).mean().clamp_min(1e-20))) < self.target_psnr:
+                delta = delta * 0.95
+                quantised = (x + delta).clamp(0, 1).mul(255).round().div(255)
+        return quantised[0]
+
+    def _mark_all(self, images: list[torch.Tensor], target: torch.Tensor) -> list[torch.Tensor]:
+        import sys
+
+        from tqdm.auto import tqdm
+
+        with torch.enable_grad():
+            return [self._mark_one(img, target) for img in
+                    tqdm(images, desc="mark", unit="img", file=sys.stderr, disable=len(images) < 2 or not sys.stderr.isatty())]
+
+
+@register_watermarker("ssl_zero_bit")
+class SSLZeroBit(_SSLMark, ScoreWatermarker):
+    """Zero-bit mark in a self-supervised feature space; hypercone test (incomplete beta)."""
+
+    def __init__(self, *, backbone: Any = DEFAULT_BACKBONE, target_psnr: float = 42.0, steps: int = 60,
+                 lr: float = 0.02, target_angle: float = 20.0, seed: int = 0, calibration: Any = "auto"):
+        self._init_ssl(backbone=backbone, target_psnr=target_psnr, steps=steps, lr=lr, seed=seed)
+        if not 0.0 < target_angle < 90.0:
+            raise ConfigError(f"target_angle must lie in (0, 90) degrees, got {target_angle}")
+        self.target_angle = float(target_angle)
+        self._calibration_spec = calibration
+
+    def config(self) -> dict[str, Any]:
+        # marking options do not change the detector, so calibrations ignore them
+        return {}
+
+    def direction(self, key: Key) -> torch.Tensor:
+        self.check_key(key)
+        u = torch.from_numpy(key.rng("ssl/direction").standard_normal(self.backbone.dim)).float()
+        return u / u.norm()
+
+    def _loss(self, feature: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+        # the paper's hypercone loss: push into the cone of half-angle target_angle around u
+        proj = feature @ u
+        tan2 = np.tan(np.deg2rad(self.target_angle)) ** 2
+        return F.relu(feature.pow(2).sum(1) * tan2 - proj.clamp_min(0).pow(2)).mean() - 0.1 * proj.mean() / feature.norm(dim=1).mean()
+
+    def embed(self, images, key: Key):
+        from ..imageio import restore_form
+
+        u = self.direction(key)
+        image_list, batched = self._images(images)
+        return restore_form(self._mark_all(image_list, u), batched)
+
+    def extract(self, images) -> torch.Tensor:
+        image_list, _ = self._images(images)
+        return self._features(image_list)
+
+    def analytic_log_p(self, features: torch.Tensor, key: Key):
+        u = self.direction(key)
+        cosine = (F.normalize(features.double(), dim=1) @ u.double()).numpy()
+        return np.asarray(stats.log_hypercone_p_value(cosine, features.shape[1])), cosine, {}
+
+
+@register_watermarker("ssl_multi_bit")
+class SSLMultiBit(_SSLMark, BitWatermarker):
+    """Multi-bit mark: K secret directions, bits by the sign of the projections (hinge loss)."""
+
+    def __init__(self, *, num_bits: int = 32, backbone: Any = DEFAULT_BACKBONE, target_psnr: float = 42.0,
+                 steps: int = 60, lr: float = 0.02, margin: float = 1.0, seed: int = 0, calibration: Any = "auto"):
+        BitWatermarker.__init__(self, num_bits=num_bits, calibration=calibration)
+        self._init_ssl(backbone=backbone, target_psnr=target_psnr, steps=steps, lr=lr, seed=seed)
+        self.margin = float(margin)
+
+    def config(self) -> dict[str, Any]:
+        return {"num_bits": self.num_bits}
+
+    def directions(self) -> torch.Tensor:
+        """K orthonormal carrier directions, fixed by the scheme (like a decoder's weights);
+        the key's secret is the message. This differs from the paper's secret directions on
+        purpose: decoding needs no key, so one null calibration per backbone serves every
+        key (issue: honest p-values for biased decoders), as for the other bit schemes."""
+        dim = self.backbone.dim
+        if self.num_bits > dim:
+            raise ConfigError(f"num_bits {self.num_bits} exceeds the backbone's feature dimension {dim}")
+        gaussian = torch.from_numpy(np.random.default_rng(12345).standard_normal((dim, self.num_bits)))
+        q, _ = torch.linalg.qr(gaussian)
+        return q.T.float()
+
+    def _loss(self, feature: torch.Tensor, signs: torch.Tensor) -> torch.Tensor:
+        proj = feature @ self.directions().T  # (B, K)
+        # hinge on the signed projections, in units of the feature's standard scale (whitened: ~1)
+        return F.relu(self.margin - signs[None] * proj).mean()
+
+    def _embed_bits(self, images: list[torch.Tensor], bits: np.ndarray) -> list[torch.Tensor]:
+        return self._mark_all(images, torch.from_numpy(bits.astype(np.float32) * 2 - 1))
+
+    def decode_bits(self, images: list[torch.Tensor]) -> np.ndarray:
+        proj = self._features(images) @ self.directions().T
+        return (proj > 0).numpy().astype(np.uint8)
