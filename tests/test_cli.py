@@ -122,3 +122,20 @@ def test_console_script_runs(workspace):
     )
     assert proc.returncode == 0, proc.stderr
     assert len(proc.stdout.splitlines()) == 2
+
+
+def test_attack_command(workspace, capsys, tmp_path):
+    code, out, err = run(capsys, "attack", "-a", "jpeg:50", workspace / "in", "-o", tmp_path / "att")
+    assert code == 0, err
+    assert sorted(p.name for p in (tmp_path / "att").iterdir()) == ["photo0.png", "photo1.png"]
+    from wmkit.imageio import load_image
+
+    original = load_image(workspace / "in" / "photo0.png")
+    attacked = load_image(tmp_path / "att" / "photo0.png")
+    assert attacked.shape == original.shape and not np.array_equal(attacked.numpy(), original.numpy())
+    code, out, _ = run(capsys, "attack", "--list")
+    assert code == 0 and "jpeg" in out and "suites:" in out
+    code, _, err = run(capsys, "attack", "-a", "jpeg:500", workspace / "in", "-o", tmp_path / "bad")
+    assert code == 2 and "error:" in err
+    code, _, err = run(capsys, "attack", "-a", "nonsense", workspace / "in", "-o", tmp_path / "bad")
+    assert code == 2 and "unknown" in err

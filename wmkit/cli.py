@@ -78,6 +78,27 @@ def _load_image_for(wm, path, max_pixels: int):
     return load_image(path, max_pixels=max_pixels, min_pixels=wm.min_pixels, min_side=wm.min_side)
 
 
+def _map_files(args, paths, transform, *, desc: str, load) -> int:
+    """Load each file, transform it, save it in OUT_DIR under its own name.
+
+    One error line per bad file; the others are still processed (exit 1 if any failed).
+    Inputs are never overwritten without --overwrite."""
+    from .imageio import output_path, save_image
+
+    inputs = {str(p.resolve()) for p in paths}
+    failures = 0
+    for path in _progress(paths, desc=desc, enabled=args.progress):
+        try:
+            target = output_path(path, Path(args.output), ext="." + args.format)
+            save_image(transform(load(path)), target, overwrite=args.overwrite, protect=inputs)
+            if not args.quiet:
+                print(target)
+        except WmkitError as exc:
+            failures += 1
+            _error_line(path, str(exc))
+    return EXIT_ERROR if failures else EXIT_OK
+
+
 # -- commands ------------------------------------------------------------------------
 def cmd_list(args) -> int:
     from .registry import list_attacks, list_watermarkers, WATERMARKERS
@@ -119,7 +140,7 @@ def cmd_keygen(args) -> int:
 
 
 def cmd_embed(args) -> int:
-    from .imageio import iter_image_paths, output_path, save_image
+    from .imageio import iter_image_paths
     from .keys import load_key
 
     wm = _create(args.method)
@@ -134,26 +155,14 @@ def cmd_embed(args) -> int:
     paths = list(iter_image_paths(args.inputs))
     if not paths:
         raise InputError("no input images found")
-    inputs = {str(p.resolve()) for p in paths}
-    failures = 0
-    for path in _progress(paths, desc="embed", enabled=args.progress):
-        try:
-            image = _load_image_for(wm, path, args.max_pixels)
-            target = output_path(path, out_dir, ext="." + args.format)
-            marked = wm.embed([image], key)[0]
-            save_image(marked, target, overwrite=args.overwrite, protect=inputs)
-            if not args.quiet:
-                print(target)
-        except WmkitError as exc:
-            failures += 1
-            _error_line(path, str(exc))
-    return EXIT_ERROR if failures else EXIT_OK
+    return _map_files(args, paths, lambda image: wm.embed([image], key)[0], desc="embed",
+                      load=lambda path: _load_image_for(wm, path, args.max_pixels))
 
 
 def cmd_generate(args) -> int:
     import torch
 
-    from .diffusion import generate, initial_latents, load_pipeline
+    from .diffusion import load_pipeline
     from .imageio import save_image
     from .keys import load_key
     from .wrapping import wrap
@@ -274,7 +283,7 @@ def cmd_calibrate(args) -> int:
 
 def cmd_attack(args) -> int:
     from .attacks import SUITES, parse_attack
-    from .imageio import iter_image_paths, output_path, save_image
+    from .imageio import iter_image_paths
 
     if args.list:
         from .registry import ATTACKS, list_attacks
@@ -294,22 +303,10 @@ def cmd_attack(args) -> int:
     attack = parse_attack(args.attack, pipeline=args.pipeline)  # only pipeline attacks use (and load) it
     generator = torch.Generator().manual_seed(args.seed)
     paths = list(iter_image_paths(args.inputs))
-    inputs = {str(p.resolve()) for p in paths}
-    failures = 0
     from .imageio import load_image
 
-    for path in _progress(paths, desc="attack", enabled=args.progress):
-        try:
-            image = load_image(path, max_pixels=args.max_pixels)
-            attacked = attack(image[None], generator=generator)[0]
-            target = output_path(path, Path(args.output), ext="." + args.format)
-            save_image(attacked, target, overwrite=args.overwrite, protect=inputs)
-            if not args.quiet:
-                print(target)
-        except WmkitError as exc:
-            failures += 1
-            _error_line(path, str(exc))
-    return EXIT_ERROR if failures else EXIT_OK
+    return _map_files(args, paths, lambda image: attack(image[None], generator=generator)[0], desc="attack",
+                      load=lambda path: load_image(path, max_pixels=args.max_pixels))
 
 
 def cmd_eval(args) -> int:
