@@ -1,0 +1,16 @@
+"""Latent diffusion for wmkit: the shipped offline pipeline (wmkit-tiny) or a
+user's own diffusers pipeline (Stable Diffusion 1.x/2.x, SDXL), VAE helpers,
+DDIM inversion and generation from given initial latents.
+
+    from wmkit.diffusion import load_pipeline, generate, invert
+    pipe = load_pipeline()                      # "tiny": weights/tiny-ldm, offline
+    images, z = generate(pipe, ["a photo of a cat"], return_latents=True)
+    z_hat = invert(pipe, images)                # estimated initial latents
+"""
+from .inversion import decode_latents, encode_images, generate, initial_latents, invert, invert_latents
+from .pipeline import TINY_NAME, load_pipeline, random_pipeline, tiny_path
+
+__all__ = [
+    "load_pipeline", "invert", "invert_latents", "encode_images", "decode_latents", "generate",
+    "initial_latents", "random_pipeline", "tiny_path", "TINY_NAME",
+]
