@@ -1,0 +1,40 @@
+"""Key screening against the shipped calibrations (what keygen guarantees)."""
+import json
+
+import numpy as np
+import pytest
+
+import wmkit
+from wmkit.cli import main
+from wmkit.errors import ConfigError
+from wmkit.keys import generate_key
+from wmkit.screening import screen_key, screening_limit
+
+
+def test_weak_explicit_message_is_refused_unless_forced():
+    wm = wmkit.create("dwtdct")  # decodes ~85% zeros on clean photos
+    zeros = generate_key("dwtdct", seed=1, message=[0] * 32)
+    with pytest.raises(ConfigError, match="weak message"):
+        screen_key(wm, zeros, explicit_message=True)
+    kept, report = screen_key(wm, zeros, explicit_message=True, force=True)
+    assert kept.message == zeros.message and "warning" in report
+
+
+def test_weak_derived_message_is_redrawn_and_stored():
+    wm = wmkit.create("dwtdct")
+    limit = screening_limit(32)
+    weak_seed = next(s for s in range(500)
+                     if wm.null_model.expected_matches(generate_key("dwtdct", seed=s).bits(32)) > limit)
+    key, report = screen_key(wm, generate_key("dwtdct", seed=weak_seed), explicit_message=False)
+    assert key.message is not None and "redrew" in report
+    assert wm.null_model.expected_matches(np.array(key.message)) <= limit  # the guarantee
+
+
+def test_cli_keygen_screens(tmp_path, capsys):
+    assert main(["keygen", "-m", "dwtdct", "--message", "0" * 32, "-o", str(tmp_path / "k.json")]) == 2
+    assert "weak message" in capsys.readouterr().err and not (tmp_path / "k.json").exists()
+    assert main(["keygen", "-m", "dwtdct", "--seed", "3", "-o", str(tmp_path / "k2.json")]) == 0
+    message = json.loads((tmp_path / "k2.json").read_text())["message"]
+    wm = wmkit.create("dwtdct")
+    bits = np.array([int(c) for c in message]) if message else generate_key("dwtdct", seed=3).bits(32)
+    assert wm.null_model.expected_matches(bits) <= screening_limit(32)
