@@ -70,6 +70,11 @@ def load_pipeline(
     kwargs = {"local_files_only": True}
     if torch_dtype is not None:
         kwargs["torch_dtype"] = torch_dtype
+    # loading bars from diffusers/transformers would clutter wmkit's own output
+    import transformers
+
+    diffusers.utils.logging.disable_progress_bar()
+    transformers.utils.logging.disable_progress_bar()
     try:
         if str(name_or_path) == TINY_NAME:
             pipe = diffusers.StableDiffusionPipeline.from_pretrained(path, **kwargs)
