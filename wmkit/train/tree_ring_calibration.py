@@ -25,8 +25,8 @@ PROMPTS = [photo_label(n) for n in ["coffee", "chelsea", "rocket", "retina", "ca
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--generations", type=int, default=60)
-    parser.add_argument("--photos", type=int, default=40)
+    parser.add_argument("--generations", type=int, default=80)
+    parser.add_argument("--photos", type=int, default=0, help="photos pooled in (default none: the null of generations differs)")
     parser.add_argument("--attacks", default="calibration")
     parser.add_argument("--overwrite", action="store_true")
     args = parser.parse_args()
