@@ -94,12 +94,22 @@ class Watermarker(ABC):
     def extract(self, images) -> Any: ...
 
     @abstractmethod
-    def detect(self, images, key: Key) -> list[DetectionResult]: ...
+    def results_from_signal(self, signal, key: Key) -> list[DetectionResult]:
+        """One result per image from an extracted signal (bits, features, latents) and a key."""
+
+    def detect(self, images, key: Key) -> list[DetectionResult]:
+        self.check_key(key)
+        return self.results_from_signal(self.extract(images), key)
 
     def identify(self, images, keys: list[Key], *, correction: str = "sidak") -> list[DetectionResult]:
-        """Test each image against K keys: the best key, with its p-value corrected for K looks."""
-        per_key = [self.detect(images, key) for key in keys]
-        return [_best_of(method=self.name, candidates=[r[i] for r in per_key], correction=correction) for i in range(len(per_key[0]))]
+        """Test each image against K keys: the best key, with its p-value corrected for K looks.
+        The signal is extracted once (decoding or DDIM inversion is the costly part)."""
+        for key in keys:
+            self.check_key(key)
+        signal = self.extract(images)
+        per_key = [self.results_from_signal(signal, key) for key in keys]
+        return [_best_of(method=self.name, candidates=[r[i] for r in per_key], correction=correction)
+                for i in range(len(per_key[0]))]
 
     def __repr__(self) -> str:
         options = ", ".join(f"{k}={v!r}" for k, v in self.config().items())
@@ -154,13 +164,8 @@ class BitWatermarker(Watermarker):
         image_list, _ = self._images(images)
         return self.decode_bits(image_list)
 
-    def detect(self, images, key: Key) -> list[DetectionResult]:
-        return self.results_from_bits(self.extract(images), self.message(key))
-
-    def identify(self, images, keys: list[Key], *, correction: str = "sidak") -> list[DetectionResult]:
-        bits = self.extract(images)  # decode once, test against every key
-        per_key = [self.results_from_bits(bits, self.message(key)) for key in keys]
-        return [_best_of(method=self.name, candidates=[r[i] for r in per_key], correction=correction) for i in range(len(bits))]
+    def results_from_signal(self, bits: np.ndarray, key: Key) -> list[DetectionResult]:
+        return self.results_from_bits(bits, self.message(key))
 
     def results_from_bits(self, bits: np.ndarray, message: np.ndarray) -> list[DetectionResult]:
         bits = np.asarray(bits, dtype=np.uint8).reshape(-1, self.num_bits)
@@ -187,9 +192,8 @@ def _best_of(*, method: str, candidates: list[DetectionResult], correction: str)
     """The smallest p-value among K keys, corrected for the K comparisons (stats.multi_key_correction)."""
     from dataclasses import replace
 
-    log_ps = np.array([np.log(max(r.p_value, 1e-320)) for r in candidates])
-    if "log10_p_value" in candidates[0].extra:  # exact log form, no underflow
-        log_ps = np.array([r.extra["log10_p_value"] * np.log(10) for r in candidates])
+    # every scheme reports the exact log form, which does not underflow
+    log_ps = np.array([r.extra["log10_p_value"] * np.log(10) for r in candidates])
     best = int(np.argmin(log_ps))
     k = len(candidates)
     log_p = float(stats.log_multi_key_correction(log_ps[best], k, method=correction))
@@ -223,18 +227,6 @@ class ScoreWatermarker(Watermarker):
             )
             for i in range(len(log_p))
         ]
-
-    def detect(self, images, key: Key) -> list[DetectionResult]:
-        self.check_key(key)
-        return self.results_from_signal(self.extract(images), key)
-
-    def identify(self, images, keys: list[Key], *, correction: str = "sidak") -> list[DetectionResult]:
-        for key in keys:
-            self.check_key(key)
-        signal = self.extract(images)  # extract once, test every key
-        per_key = [self.results_from_signal(signal, key) for key in keys]
-        return [_best_of(method=self.name, candidates=[r[i] for r in per_key], correction=correction)
-                for i in range(len(per_key[0]))]
 
     def fit_null(self, images, *, attacks: Any = "calibration", keys: Optional[list[Key]] = None,
                  progress: Optional[bool] = None, info: Optional[dict] = None):
