@@ -301,3 +301,38 @@ def test_cli_attack_and_eval_take_a_pipeline_folder(pipe, tmp_path, capsys):
     assert main(["eval", "-m", "dwtdct", "--offline-photos", "1", "--attacks", "regen", "--pipeline", str(tmp_path / "none"),
                  "-o", str(tmp_path / "report2")]) != 0
     assert "no diffusion pipeline" in capsys.readouterr().err
+
+
+def test_eval_covers_generation_time_schemes_on_generated_pairs(pipe, tmp_path):
+    """Tree-Ring in `wmkit eval`: slot i is a pair of generations (same prompt and seed, with and
+    without the mark); the unmarked twin is the negative and the quality reference."""
+    from wmkit.eval.harness import GenerationPairs, _derive_seed, make_schemes
+    from wmkit.eval.report import read_records
+    from wmkit.eval.run import run_eval
+
+    scheme = make_schemes(["tree_ring"], seed=0, pipeline=pipe, prompts=["a cat", "a dog"], generation_steps=2)[0]
+    assert isinstance(scheme.generation, GenerationPairs) and scheme.watermarker.pipe is pipe
+    clean_a, marked_a = scheme.generation(scheme, 0, "slot-0", seed=0)
+    clean_b, marked_b = scheme.generation(scheme, 0, "slot-0", seed=0)
+    assert torch.equal(clean_a, clean_b) and torch.equal(marked_a, marked_b)  # seeded by the image id
+    assert not torch.equal(clean_a, marked_a)  # the mark changes the generation
+    # the twin is the plain pipeline's output (and the pipeline is left unwrapped)
+    plain = pipe("a cat", num_inference_steps=2, output_type="pt", generator=torch.Generator().manual_seed(_derive_seed(0, "generate", "slot-0")))
+    assert torch.equal(plain.images[0].float().clamp(0, 1), clean_a)
+
+    outcome = run_eval(methods=["dwtdct", "tree_ring"], output=tmp_path / "report", attacks="jpeg:50",
+                       offline_photos=2, size=256, pipeline=pipe, progress=False, generation_steps=2, forgery=2)
+    records = list(read_records(tmp_path / "report" / "results.jsonl"))
+    tree = [r for r in records if r["method"] == "tree_ring"]
+    assert len(tree) == 2 * 2 * 2 and all(r["status"] == "ok" for r in tree)
+    marked_none = [r for r in tree if r["watermarked"] and r["attack"] == "none"]
+    assert all(r["embed_psnr"] is not None and r["p_value"] is not None for r in marked_none)
+    clean_none = [r for r in tree if not r["watermarked"] and r["attack"] == "none"]
+    assert all(r["psnr"] is None for r in clean_none)  # the negative is the reference itself
+    # the dwtdct rows still use the photos: their clean, unattacked row is the photo itself
+    assert all(r["psnr"] is None for r in records if r["method"] == "dwtdct" and not r["watermarked"] and r["attack"] == "none")
+    summary = outcome.summary
+    assert summary["config"]["generated_images"]["tree_ring"]["prompts"] == ["a photo of coffee", "a photo of a cat", "a photo of a rocket",
+                                                                               "a photo of the moon", "a photo of grass", "a photo of coins"]
+    assert {row["method"] for row in summary["results"]} == {"dwtdct", "tree_ring"}
+    assert {f["method"] for f in summary["forgery"]} == {"dwtdct"}  # the averaging forgery is post-hoc only

@@ -43,7 +43,8 @@ def _add_common(p: argparse.ArgumentParser, *, key: bool = True) -> None:
 
 def _add_pipeline_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--pipeline", default=None, help="generation-time methods: 'tiny' (default) or a local diffusers folder")
-    p.add_argument("--inversion-steps", type=int, default=None, help="generation-time methods: DDIM inversion steps")
+    p.add_argument("--inversion-steps", type=int, default=None, help="tree_ring: DDIM inversion steps")
+    p.add_argument("--extractor", default=None, help="hidden, stable_signature: 'tiny' (default), a wmkit HiDDeN folder or an official TorchScript extractor file")
 
 
 def _add_progress(p: argparse.ArgumentParser) -> None:
@@ -59,16 +60,19 @@ def _create(method: str, **config):
 
 
 def _pipeline_option(args) -> dict:
-    """--pipeline / --inversion-steps, for generation-time methods only."""
+    """--pipeline / --inversion-steps / --extractor -> constructor options of the methods that take them."""
+    import inspect
+
     from .registry import WATERMARKERS
 
+    accepted = inspect.signature(WATERMARKERS.get(args.method).__init__).parameters
     config = {}
-    for option, name in (("pipeline", "pipeline"), ("inversion_steps", "inversion_steps")):
+    for option in ("pipeline", "inversion_steps", "extractor"):
         value = getattr(args, option, None)
         if value is not None:
-            if not WATERMARKERS.get(args.method).generation_time:
-                raise ConfigError(f"--{option.replace('_', '-')} applies to generation-time methods, not '{args.method}'")
-            config[name] = value
+            if option not in accepted:
+                raise ConfigError(f"--{option.replace('_', '-')} does not apply to '{args.method}'")
+            config[option] = value
     return config
 
 
@@ -143,11 +147,11 @@ def cmd_embed(args) -> int:
     from .imageio import iter_image_paths
     from .keys import load_key
 
-    wm = _create(args.method)
+    wm = _create(args.method, **_pipeline_option(args))
     key = load_key(args.key[0], method=args.method)
     if len(args.key) > 1:
         raise ConfigError("embed takes one key")
-    if wm.generation_time:
+    if not wm.can_embed:
         raise ConfigError(f"'{args.method}' marks at generation time: use `wmkit generate -m {args.method}`")
     out_dir = Path(args.output)
     if out_dir.exists() and not out_dir.is_dir():
@@ -171,16 +175,20 @@ def cmd_generate(args) -> int:
         raise ConfigError("-n must be at least 1")
     if len(args.key) > 1:
         raise ConfigError("generate takes one key")
-    wm = _create(args.method, **_pipeline_option(args))
-    if not wm.generation_time:
+    from .registry import WATERMARKERS
+
+    if not WATERMARKERS.get(args.method).generation_time:
         raise ConfigError(f"'{args.method}' is a post-hoc scheme: use `wmkit embed -m {args.method}` on existing images")
+    options = _pipeline_option(args)
     key = load_key(args.key[0], method=args.method)
     out_dir = Path(args.output)
     targets = [out_dir / f"{args.seed + i:06d}.{args.format}" for i in range(args.num_images)]
     clashes = [t for t in targets if t.exists()]
     if clashes and not args.overwrite:
         raise InputError(f"{clashes[0]}: exists (pass --overwrite to replace it, or use another --seed or folder)")
-    pipe = load_pipeline(args.pipeline or "tiny")
+    # one pipeline, shared by the scheme (detection, decoder fine-tuning) and the generation
+    pipe = load_pipeline(options.pop("pipeline", None) or "tiny")
+    wm = _create(args.method, pipeline=pipe, **options)
     marked_pipe = wrap(pipe, wm, key)
     for i, target in enumerate(_progress(targets, desc="generate", enabled=args.progress)):
         # one seed per image: image i is reproducible on its own (same seed, same bytes)
@@ -192,6 +200,37 @@ def cmd_generate(args) -> int:
         save_image(result.images[0].float().clamp(0, 1).cpu(), target, overwrite=args.overwrite)
         if not args.quiet:
             print(target)
+    return EXIT_OK
+
+
+def cmd_finetune_decoder(args) -> int:
+    import shutil
+
+    from .keys import load_key
+
+    if len(args.key) > 1:
+        raise ConfigError("finetune-decoder takes one key")
+    key = load_key(args.key[0], method="stable_signature")
+    if args.output and Path(args.output).exists() and not args.overwrite:
+        raise ConfigError(f"{args.output}: exists (pass --overwrite to replace it)")
+    options = _pipeline_option(args)
+    wm = _create("stable_signature", finetune_steps=args.steps, **options)
+    cached = wm.decoder_cache_path(key)
+    if cached.exists() and args.overwrite:
+        cached.unlink()  # --overwrite: fine-tune again rather than reuse the cached decoder
+    elif cached.exists():
+        print(f"{cached}: already fine-tuned for this key (pass --overwrite to redo it)", file=sys.stderr)
+    wm.watermarked_decoder(key, progress=args.progress is not False)
+    from safetensors import safe_open
+
+    with safe_open(str(cached), framework="pt") as f:
+        meta = f.metadata() or {}
+    print(f"decoder for key {key.fingerprint}: bit accuracy {meta.get('bit_accuracy', '?')}, "
+          f"PSNR vs the original decoder {meta.get('psnr_db', '?')} dB on the training crops", file=sys.stderr)
+    if args.output:
+        Path(args.output).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(cached, args.output)
+    print(args.output or cached)
     return EXIT_OK
 
 
@@ -354,7 +393,19 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("embed", help="watermark images post hoc")
     _add_common(p)
     images_args(p, output=True)
+    _add_pipeline_options(p)
     p.set_defaults(func=cmd_embed)
+
+    p = sub.add_parser("finetune-decoder", help="stable_signature: fine-tune the pipeline's VAE decoder for a key (cached; used by embed/generate)")
+    p.add_argument("-k", "--key", required=True, action="append", help="a stable_signature key file")
+    p.add_argument("--steps", type=int, default=100, help="optimisation steps (default 100, as in the paper)")
+    p.add_argument("-o", "--output", default=None, help="also copy the decoder (safetensors) here")
+    p.add_argument("--overwrite", action="store_true", help="fine-tune again even if the cache has this key's decoder")
+    p.add_argument("--pipeline", default=None, help="'tiny' (default) or a local diffusers folder")
+    p.add_argument("--extractor", default=None, help="'tiny' (default), a wmkit HiDDeN folder or a TorchScript extractor")
+    p.set_defaults(method="stable_signature")
+    _add_progress(p)
+    p.set_defaults(func=cmd_finetune_decoder)
 
     p = sub.add_parser("generate", help="generate watermarked images with a diffusion pipeline (generation-time methods)")
     _add_common(p)

@@ -42,13 +42,12 @@ def _print_rows(stream, method, wm, key, clean, marked, quality, generator):
 
 def _generation_time_images(method, key, num_images, pipe):
     """Marked generations and their unmarked twins (same prompts and seeds)."""
+    from .diffusion import DEFAULT_PROMPTS
     from .registry import create
     from .wrapping import wrap
 
     wm = create(method, pipeline=pipe)
-    prompts = ["a photo of coffee", "a photo of a cat", "a photo of a rocket", "a photo of the moon",
-               "a photo of grass", "a photo of coins"]
-    prompts = [prompts[i % len(prompts)] for i in range(num_images)]
+    prompts = [DEFAULT_PROMPTS[i % len(DEFAULT_PROMPTS)] for i in range(num_images)]
     seeds = lambda: [torch.Generator().manual_seed(s) for s in range(num_images)]
     marked = wrap(pipe, wm, key)(prompts, num_inference_steps=25, generator=seeds(), output_type="pt").images
     clean = pipe(prompts, num_inference_steps=25, generator=seeds(), output_type="pt").images

@@ -133,6 +133,11 @@ def hypercone_p_value(cosine, dim: int) -> np.ndarray:
     return np.exp(log_hypercone_p_value(cosine, dim))
 
 
+def log_normal_sf(z) -> np.ndarray:
+    """log P(N(0, 1) >= z), accurate far into the tail (scipy's log_ndtr: z = 40 -> -804.6)."""
+    return np.asarray(special.log_ndtr(-np.asarray(z, dtype=np.float64)), dtype=np.float64)
+
+
 def log_noncentral_chi2_p_value(distance, dof: int, noncentrality) -> np.ndarray:
     """Tree-Ring's test: log P(chi'^2_dof(lambda) <= distance).
 

@@ -10,7 +10,12 @@ DDIM inversion and generation from given initial latents.
 from .inversion import decode_latents, encode_images, generate, initial_latents, invert, invert_latents
 from .pipeline import TINY_NAME, load_pipeline, random_pipeline, tiny_path
 
+# Prompts for generation-time schemes when none are given (demo, `wmkit eval`): subjects the
+# tiny pipeline was trained on, so it draws its best; any pipeline understands them.
+DEFAULT_PROMPTS = ("a photo of coffee", "a photo of a cat", "a photo of a rocket", "a photo of the moon",
+                   "a photo of grass", "a photo of coins")
+
 __all__ = [
     "load_pipeline", "invert", "invert_latents", "encode_images", "decode_latents", "generate",
-    "initial_latents", "random_pipeline", "tiny_path", "TINY_NAME",
+    "initial_latents", "random_pipeline", "tiny_path", "TINY_NAME", "DEFAULT_PROMPTS",
 ]

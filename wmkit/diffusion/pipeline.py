@@ -7,6 +7,7 @@ Hugging Face cache.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 from typing import Optional, Union
@@ -48,6 +49,21 @@ def _resolve(name_or_path: Union[str, os.PathLike]) -> Path:
     return path
 
 
+@contextlib.contextmanager
+def quiet_transformers():
+    """Importing diffusers' pipelines makes transformers warn that torchvision is missing
+    (wmkit avoids torchvision on purpose; the Pillow fallback it names is what runs). Hide
+    those import-time warnings from wmkit's output, then restore the user's verbosity."""
+    import transformers
+
+    before = transformers.logging.get_verbosity()
+    transformers.logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        transformers.logging.set_verbosity(before)
+
+
 def load_pipeline(
     name_or_path: Union[str, os.PathLike] = TINY_NAME,
     *,
@@ -76,10 +92,11 @@ def load_pipeline(
     diffusers.utils.logging.disable_progress_bar()
     transformers.utils.logging.disable_progress_bar()
     try:
-        if str(name_or_path) == TINY_NAME:
-            pipe = diffusers.StableDiffusionPipeline.from_pretrained(path, **kwargs)
-        else:
-            pipe = diffusers.DiffusionPipeline.from_pretrained(path, **kwargs)
+        with quiet_transformers():
+            if str(name_or_path) == TINY_NAME:
+                pipe = diffusers.StableDiffusionPipeline.from_pretrained(path, **kwargs)
+            else:
+                pipe = diffusers.DiffusionPipeline.from_pretrained(path, **kwargs)
     except (OSError, ValueError, EnvironmentError, KeyError, AttributeError, TypeError) as exc:
         raise WeightsError(f"could not load the diffusion pipeline in '{path}' offline: {exc}".splitlines()[0]) from exc
     for part in ("vae", "unet", "scheduler"):
@@ -99,7 +116,8 @@ def random_pipeline(seed: int = 0, *, scaling_factor: float = 1.0):
     (no files, no network): for unit tests of the code paths, useless for images."""
     import tempfile
 
-    from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+    with quiet_transformers():
+        from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
 
     from ..train.tiny_ldm import SCHEDULER_CONFIG, build_tokenizer, text_config, unet_config, vae_config

@@ -1,7 +1,10 @@
 """The streaming evaluation harness: images x schemes x attacks -> one JSON record per line.
 
 For each image (one at a time, so memory stays flat however many there are) every scheme
-embeds its mark once. Then, for each attack plus "none", the *same* sampled attack
+embeds its mark once. A generation-time scheme (Tree-Ring) cannot mark a given image:
+for it, input slot i becomes a pair of generations of the pipeline from the same prompt
+and seed, with and without the mark (``GenerationPairs``); the unmarked twin plays the
+role of the original (the negative rows and the quality reference). Then, for each attack plus "none", the *same* sampled attack
 parameters are applied to the marked image and to the original, and both are detected:
 the marked copy gives the true-positive rows, the original the negatives that the
 calibration table and the ROC compare against, under exactly the same attack.
@@ -53,13 +56,49 @@ class ImageItem:
     load: Callable[[], torch.Tensor]
 
 
+DEFAULT_GENERATION_STEPS = 25
+
+
+@dataclass(frozen=True)
+class GenerationPairs:
+    """The images a generation-time scheme is evaluated on: for input slot ``image_id`` (index
+    i), the pipeline's generation from prompt i (cycling) and a seed derived from the run seed
+    and the image id, once through the plain pipeline and once through the watermarked one.
+    Same prompt, same seed: the two differ by the mark only. Shard-independent like the rest."""
+
+    pipeline: Any
+    prompts: tuple[str, ...]
+    steps: int = DEFAULT_GENERATION_STEPS
+
+    def __call__(self, scheme: "Scheme", index: int, image_id: str, *, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(unmarked, marked) generations, each (3, H, W) in [0, 1]."""
+        from ..wrapping import wrap
+
+        prompt = self.prompts[index % len(self.prompts)]
+        gen_seed = _derive_seed(seed, "generate", image_id)
+        images = []
+        marked_pipe = wrap(self.pipeline, scheme.watermarker, scheme.key)
+        try:
+            for runner in (self.pipeline, marked_pipe):
+                out = runner(prompt, num_inference_steps=self.steps, generator=torch.Generator().manual_seed(gen_seed), output_type="pt")
+                images.append(out.images[0].float().clamp(0, 1))
+        finally:
+            marked_pipe.unwrap()
+        return images[0], images[1]
+
+    def describe(self) -> str:
+        return f"generations of the pipeline ({self.steps} steps, {len(self.prompts)} prompts cycling, seeds from the image ids)"
+
+
 @dataclass(frozen=True)
 class Scheme:
-    """A watermarker with the one key it is evaluated with."""
+    """A watermarker with the one key it is evaluated with (and, for a generation-time
+    scheme, how its marked/unmarked generations are made)."""
 
     method: str
     watermarker: Any
     key: Any
+    generation: Optional[GenerationPairs] = None
 
 
 @dataclass(frozen=True)
@@ -72,24 +111,37 @@ class AttackCase:
     attack: Optional[torch.nn.Module]
 
 
-def make_schemes(methods: Sequence[str], *, seed: int) -> list[Scheme]:
-    """One watermarker and one seeded key per method (the same seed gives the same key)."""
+def make_schemes(methods: Sequence[str], *, seed: int, pipeline: Any = None, prompts: Sequence[str] = (),
+                 generation_steps: int = DEFAULT_GENERATION_STEPS) -> list[Scheme]:
+    """One watermarker and one seeded key per method (the same seed gives the same key).
+
+    Generation-time methods are built on ``pipeline`` ("tiny", a local diffusers folder or a
+    pipeline object; loaded once) and evaluated on its generations from ``prompts``
+    (default ``wmkit.diffusion.DEFAULT_PROMPTS``)."""
     from ..keys import generate_key
-    from ..registry import create
+    from ..registry import WATERMARKERS, create
 
     if not methods:
         raise ConfigError("name at least one method to evaluate (-m METHOD; see `wmkit list`)")
     if len(set(methods)) != len(methods):
         raise ConfigError(f"a method is named twice: {', '.join(methods)}")
+    if generation_steps < 1:
+        raise ConfigError(f"--generation-steps must be at least 1, got {generation_steps}")
     schemes = []
     for method in methods:
-        wm = create(method)
-        if wm.generation_time:
-            raise ConfigError(
-                f"'{method}' marks images at generation time; `wmkit eval` covers post-hoc schemes "
-                "(evaluate generated images with `wmkit verify`)"
-            )
-        schemes.append(Scheme(method=method, watermarker=wm, key=generate_key(method, seed=_derive_seed(seed, "key", method))))
+        key = generate_key(method, seed=_derive_seed(seed, "key", method))
+        if not getattr(WATERMARKERS.get(method), "generation_time", False):
+            schemes.append(Scheme(method=method, watermarker=create(method), key=key))
+            continue
+        if pipeline is None:
+            raise ConfigError(f"'{method}' marks images at generation time: evaluating it needs a pipeline (--pipeline)")
+        from ..attacks.regeneration import resolve_pipeline
+        from ..diffusion import DEFAULT_PROMPTS
+
+        pipe = resolve_pipeline(pipeline)
+        prompt_list = tuple(p for p in prompts if p.strip()) or DEFAULT_PROMPTS
+        schemes.append(Scheme(method=method, watermarker=create(method, pipeline=pipe), key=key,
+                              generation=GenerationPairs(pipe, prompt_list, generation_steps)))
     return schemes
 
 
@@ -214,17 +266,21 @@ def evaluate_image(
     seed: int,
 ) -> Iterator[dict]:
     """Every record of one image, in a fixed order: scheme, attack, watermarked then not."""
-    # The attacked original is the same for every scheme (same generator, same image), so
-    # its quality numbers are computed once per attack.
-    clean_quality: dict[str, dict] = {}
+    # The attacked original is the same for every post-hoc scheme (same generator, same
+    # image), so its quality numbers are computed once per attack.
+    clean_quality: dict[tuple[str, str], dict] = {}
     for scheme in schemes:
+        original = image
         start = time.perf_counter()
         try:
-            marked: Optional[torch.Tensor] = scheme.watermarker.embed([image], scheme.key)[0]
+            if scheme.generation is not None:  # the unmarked twin replaces the input image
+                original, marked = scheme.generation(scheme, item_index, image_id, seed=seed)
+            else:
+                marked = scheme.watermarker.embed([image], scheme.key)[0]
         except WmkitError as exc:  # this scheme cannot mark this image: say so in every row
             marked, embed_error = None, f"embed failed: {exc}"
         time_embed = time.perf_counter() - start
-        embed_quality = {f"embed_{k}": v for k, v in _quality(image, marked).items()} if marked is not None else {}
+        embed_quality = {f"embed_{k}": v for k, v in _quality(original, marked).items()} if marked is not None else {}
         for case in attacks:
             base = {
                 "image_index": item_index, "image_id": image_id, "method": scheme.method,
@@ -234,7 +290,7 @@ def evaluate_image(
                 for watermarked in (True, False):
                     yield _record(base, watermarked, STATUS_ERROR, embed_error, None, _EMPTY_DETECTION, {}, {})
                 continue
-            yield from _attack_and_detect(base, scheme, case, image, marked, embed_quality, time_embed, seed, clean_quality)
+            yield from _attack_and_detect(base, scheme, case, original, marked, embed_quality, time_embed, seed, clean_quality)
 
 
 def attack_pair(case: AttackCase, original: torch.Tensor, marked: torch.Tensor, *, seed: int, image_id: str) -> tuple[dict[str, torch.Tensor], dict[str, float]]:
@@ -265,7 +321,7 @@ def _attack_and_detect(
     embed_quality: dict,
     time_embed: float,
     seed: int,
-    clean_quality: dict[str, dict],
+    clean_quality: dict[tuple[str, str], dict],
 ) -> Iterator[dict]:
     """The two records (marked, original) of one scheme under one attack."""
     wm = scheme.watermarker
@@ -291,9 +347,11 @@ def _attack_and_detect(
         if watermarked:
             quality = _quality(image, image_after)
         else:
-            if case.spec not in clean_quality:
-                clean_quality[case.spec] = _quality(image, image_after)
-            quality = clean_quality[case.spec]
+            # post-hoc schemes share the attacked original; a generation-time one has its own
+            cache_key = (scheme.method if scheme.generation is not None else "", case.spec)
+            if cache_key not in clean_quality:
+                clean_quality[cache_key] = _quality(image, image_after)
+            quality = clean_quality[cache_key]
         extra_quality = embed_quality if watermarked else dict.fromkeys(embed_quality)
         timing = {
             "time_embed_s": time_embed if watermarked else None,

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Optional, Sequence
 
 from ..errors import ConfigError, InputError, WmkitError, require
-from .harness import ImageItem, make_attack_cases, make_schemes, run_harness
+from .harness import DEFAULT_GENERATION_STEPS, ImageItem, make_attack_cases, make_schemes, run_harness
 
 DEFAULT_OFFLINE_PHOTOS = 16
 DEFAULT_SIZE = 256
@@ -212,25 +212,30 @@ def run_eval(
     state: Any = None,
     pipeline: Any = DEFAULT_PIPELINE,
     forgery: Optional[int] = None,
+    prompts: Sequence[str] = (),
+    generation_steps: int = DEFAULT_GENERATION_STEPS,
 ) -> EvalOutcome:
     """Evaluate ``methods`` against ``attacks`` and write the report folder ``output``.
 
     ``inputs`` are image files and folders; without them, ``offline_photos`` (default 16)
     crops of the offline evaluation photos at ``size`` pixels. ``state`` is accelerate's
     PartialState (found automatically when launched with several processes). ``pipeline``
-    ("tiny", a local diffusers folder or a pipeline object) serves the attacks that need one;
-    it is loaded once, and only when such an attack is requested. ``forgery``: run the
-    averaging forgery per method with that many images to estimate from and to forge
-    (``wmkit.eval.forgery``) and add its false-attribution rates to the report.
+    ("tiny", a local diffusers folder or a pipeline object) serves the attacks that need one
+    and the generation-time schemes (Tree-Ring), which are evaluated on its generations from
+    ``prompts`` (``generation_steps`` steps; input image i only lends its index and id: see
+    ``harness.GenerationPairs``); it is loaded once, and only when needed. ``forgery``: run
+    the averaging forgery per post-hoc method with that many images to estimate from and to
+    forge (``wmkit.eval.forgery``) and add its false-attribution rates to the report.
     """
     from ..imageio import DEFAULT_MAX_PIXELS
 
     state = state if state is not None else process_state()
     # Everything that can be wrong with the request is checked by every process before any
     # of them writes, so they all stop alike instead of leaving one waiting at a barrier.
-    schemes = make_schemes(list(methods), seed=seed)
+    schemes = make_schemes(list(methods), seed=seed, pipeline=pipeline, prompts=prompts, generation_steps=generation_steps)
     cases = make_attack_cases(attacks, pipeline=pipeline)
-    uses_pipeline = any(getattr(c.attack, "needs_pipeline", False) for c in cases)
+    generation_schemes = [s for s in schemes if s.generation is not None]
+    uses_pipeline = bool(generation_schemes) or any(getattr(c.attack, "needs_pipeline", False) for c in cases)
     if uses_pipeline:  # load it now (once, shared): a missing pipeline stops the run before it starts
         from ..attacks.regeneration import resolve_pipeline
 
@@ -294,14 +299,18 @@ def run_eval(
     }
     if uses_pipeline:
         config["pipeline"] = pipeline if isinstance(pipeline, str) else type(pipeline).__name__
+    for s in generation_schemes:
+        config.setdefault("generated_images", {})[s.method] = {
+            "description": s.generation.describe(), "prompts": list(s.generation.prompts), "steps": s.generation.steps}
     summary = summarize(read_records(report_dir / RESULTS), config=config)
     if forgery is not None:
         from .forgery import ESTIMATORS, forgery_rate
 
+        # the averaging forgery adds an estimated mark to clean images: a post-hoc notion
         with torch_threads(threads):
             summary["forgery"] = [
                 forgery_rate(s.method, n_estimate=forgery, n_test=forgery, size=size, seed=seed, estimator=estimator, key=s.key).as_dict()
-                for s in schemes
+                for s in schemes if s.generation is None
                 for estimator in ESTIMATORS
             ]
     files = [report_dir / RESULTS, *write_report(report_dir, summary, report_dir / RESULTS)]
@@ -333,7 +342,9 @@ def add_eval_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--overwrite", action="store_true", help="write into a non-empty REPORT_DIR (an earlier report there is replaced)")
     p.add_argument("--threads", type=int, default=DEFAULT_THREADS, help="torch threads per process (default 1: results then do not depend on how the run is sharded)")
     p.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS, help="refuse larger images")
-    p.add_argument("--pipeline", default=DEFAULT_PIPELINE, help="diffusion pipeline for generative attacks (regen, rinse, vae_regen, paraphrase, adv_embed): 'tiny' (default) or a local diffusers folder; loaded only if such an attack is requested")
+    p.add_argument("--pipeline", default=DEFAULT_PIPELINE, help="diffusion pipeline for generative attacks (regen, rinse, vae_regen, paraphrase, adv_embed) and generation-time methods (tree_ring): 'tiny' (default) or a local diffusers folder; loaded only if needed")
+    p.add_argument("--prompt", dest="prompts", action="append", default=[], metavar="TEXT", help="prompt for the generations that generation-time methods are evaluated on (repeat for several; they cycle; default: a few built-in subjects)")
+    p.add_argument("--generation-steps", type=int, default=DEFAULT_GENERATION_STEPS, help=f"inference steps of those generations (default {DEFAULT_GENERATION_STEPS})")
     p.add_argument("--forgery", type=int, default=None, metavar="N", help="also run the averaging forgery per method (N marked images to estimate the mark from, N clean ones to forge) and report the false-attribution rate")
 
 
@@ -360,6 +371,8 @@ def run_eval_cli(args: argparse.Namespace) -> int:
             state=state,
             pipeline=getattr(args, "pipeline", DEFAULT_PIPELINE),
             forgery=getattr(args, "forgery", None),
+            prompts=getattr(args, "prompts", ()),
+            generation_steps=getattr(args, "generation_steps", DEFAULT_GENERATION_STEPS),
         )
     finally:
         if hasattr(state, "destroy_process_group"):  # the CLI owns its process group

@@ -28,6 +28,8 @@ class Watermarker(ABC):
     name: ClassVar[str]
     #: True for schemes that mark at generation time (Tree-Ring, Stable Signature)
     generation_time: ClassVar[bool] = False
+    #: whether ``embed`` can mark an existing image (Stable Signature can, by a VAE round trip)
+    can_embed: ClassVar[bool] = True
     #: the smallest image the scheme can handle: H * W and min(H, W)
     min_pixels: ClassVar[int] = 0
     min_side: ClassVar[int] = 0

@@ -1,0 +1,189 @@
+"""HiDDeN networks, whitening, decoder fine-tuning, the stable_signature and hidden schemes, CLI.
+
+Everything here runs on tiny random models built from configs (a random tiny pipeline, a
+small random extractor), so it tests the code paths, not the shipped weights; the shipped
+extractor is covered by the generic contract tests and benchmarks/stable_signature.py.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+import wmkit
+from wmkit.diffusion import random_pipeline
+from wmkit.errors import ConfigError, WeightsError
+from wmkit.finetune import finetune_decoder
+from wmkit.keys import generate_key, save_key
+from wmkit.models.hidden import (HiddenEncoder, HiddenExtractor, WhitenedExtractor, load_hidden,
+                                 load_torchscript_extractor, save_hidden)
+
+BITS = 48
+
+
+def smooth(n: int, size: int = 64, seed: int = 0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return F.interpolate(torch.rand(n, 3, 6, 6, generator=g), size=(size, size), mode="bilinear", align_corners=False)
+
+
+@pytest.fixture(scope="module")
+def hidden_dir(tmp_path_factory):
+    """A small random HiDDeN pair, whitened on random smooth images, saved like the shipped one."""
+    torch.manual_seed(0)
+    encoder, raw = HiddenEncoder(BITS, channels=8, grid=4).eval(), HiddenExtractor(BITS, channels=8, side=32).eval()
+    extractor = WhitenedExtractor(raw, BITS)
+    with torch.no_grad():
+        extractor.fit_whitening(raw(smooth(200, seed=1)))
+    folder = tmp_path_factory.mktemp("hidden")
+    save_hidden(encoder, extractor, folder, provenance={"test": True})
+    return folder
+
+
+@pytest.fixture(scope="module")
+def pipe():
+    return random_pipeline(0)
+
+
+class _BiasedExtractor(torch.nn.Module):
+    """Correlated, biased, unequally scaled outputs: a fixed mix of 4x4 pooled pixels plus offsets."""
+
+    def __init__(self, num_bits: int = 8):
+        super().__init__()
+        g = torch.Generator().manual_seed(0)
+        self.mix = torch.randn(num_bits, 48, generator=g) * torch.logspace(-1, 1, num_bits)[:, None]
+        self.offset = torch.linspace(-3, 3, num_bits)
+
+    def forward(self, x):
+        return F.adaptive_avg_pool2d(x, 4).flatten(1) @ self.mix.T + self.offset
+
+
+def test_whitening_centres_and_decorrelates_clean_outputs():
+    raw = _BiasedExtractor(8)
+    noise = lambda n, seed: torch.rand(n, 3, 16, 16, generator=torch.Generator().manual_seed(seed))  # noqa: E731
+    whitened = WhitenedExtractor(raw, 8)
+    whitened.fit_whitening(raw(noise(2000, 2)))
+    out = whitened(noise(2000, 3))
+    assert out.mean(0).abs().max() < 0.15
+    assert torch.allclose(torch.cov(out.T), torch.eye(8), atol=0.15)
+    before = (raw(noise(2000, 3)) > 0).float().mean(0)
+    after = (out > 0).float().mean(0)
+    assert (before - 0.5).abs().max() > 0.4 and (after - 0.5).abs().max() < 0.06  # biased bits become fair coins
+    with pytest.raises(ValueError):
+        whitened.fit_whitening(raw(noise(8, 4)))  # no more images than outputs: no covariance
+
+
+def test_save_and_load_round_trip(hidden_dir, tmp_path):
+    encoder, extractor, provenance = load_hidden(hidden_dir)
+    x = smooth(2, seed=4)
+    _, original, _ = load_hidden(hidden_dir)
+    assert torch.allclose(extractor(x), original(x)) and provenance["test"] is True
+    assert encoder(x, torch.ones(2, BITS)).shape == x.shape
+    with pytest.raises(WeightsError, match="missing"):
+        load_hidden(tmp_path)
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+def test_official_torchscript_extractor_loads_and_normalises(tmp_path):
+    class Official(torch.nn.Module):
+        def forward(self, x):
+            return x.mean(dim=(-2, -1)).repeat(1, 16)  # 48 outputs
+
+    torch.jit.script(Official()).save(str(tmp_path / "dec_48b.pt"))
+    extractor = load_torchscript_extractor(tmp_path / "dec_48b.pt")
+    x = torch.full((1, 3, 32, 32), 0.485)
+    assert extractor.num_bits == 48 and torch.allclose(extractor(x)[0, 0], torch.tensor(0.0), atol=1e-6)
+    (tmp_path / "junk.pt").write_bytes(b"not torchscript")
+    with pytest.raises(WeightsError, match="TorchScript"):
+        load_torchscript_extractor(tmp_path / "junk.pt")
+    with pytest.raises(WeightsError, match="no such"):
+        load_torchscript_extractor(tmp_path / "missing.pt")
+
+
+def test_finetune_decoder_writes_the_message_and_keeps_the_image(pipe):
+    extractor = WhitenedExtractor(_BiasedExtractor(BITS), BITS)
+    extractor.fit_whitening(extractor.extractor(torch.rand(500, 3, 64, 64, generator=torch.Generator().manual_seed(9))))
+    message = generate_key("stable_signature", seed=1).bits(BITS)
+    images = list(smooth(8, seed=5))
+    original = pipe.vae.decoder
+    before = {k: v.clone() for k, v in original.state_dict().items()}
+    decoder, report = finetune_decoder(pipe.vae, extractor, message, images=images, steps=30, lr=3e-3, progress=False)
+    assert decoder is not original and all(torch.equal(v, original.state_dict()[k]) for k, v in before.items())
+    with torch.no_grad():
+        z = torch.cat([pipe.vae.encode(img[None] * 2 - 1).latent_dist.mean for img in images])
+        plain = (pipe.vae.decode(z).sample + 1) / 2
+    plain_accuracy = float(((extractor(plain.clamp(0, 1)) > 0).float() == torch.as_tensor(message).float()).float().mean())
+    assert report.bit_accuracy > max(0.8, plain_accuracy + 0.2), (report.bit_accuracy, plain_accuracy)
+    assert len(report.losses) == 30 and np.isfinite(report.psnr_db)
+    with pytest.raises(ConfigError, match="bits"):
+        finetune_decoder(pipe.vae, extractor, message[:10], images=images, steps=1, progress=False)
+
+
+def test_wrap_swaps_the_decoder_caches_it_and_unwrap_restores(pipe, hidden_dir, tmp_path, monkeypatch):
+    monkeypatch.setenv("WMKIT_CACHE", str(tmp_path / "cache"))
+    key = generate_key("stable_signature", seed=2)
+    ss = wmkit.create("stable_signature", pipeline=pipe, extractor=str(hidden_dir), finetune_steps=3)
+    assert ss.num_bits == BITS and ss.generation_time and ss.can_embed
+    original = pipe.vae.decoder
+    seed = lambda: torch.Generator().manual_seed(0)  # noqa: E731
+    plain = pipe("a cat", num_inference_steps=2, generator=seed(), output_type="pt").images
+    wrapped = wmkit.wrap(pipe, ss, key)
+    assert pipe.vae.decoder is not original
+    marked = wrapped("a cat", num_inference_steps=2, generator=seed(), output_type="pt").images
+    assert not torch.equal(marked, plain)
+    assert wrapped.unwrap() is pipe and pipe.vae.decoder is original
+    assert torch.equal(pipe("a cat", num_inference_steps=2, generator=seed(), output_type="pt").images, plain)
+    cached = ss.decoder_cache_path(key)
+    assert cached.is_file() and key.fingerprint in cached.name
+    # a new instance reuses the cached decoder instead of fine-tuning again
+    import wmkit.finetune as finetune
+
+    monkeypatch.setattr(finetune, "finetune_decoder", lambda *a, **k: pytest.fail("fine-tuned again"))
+    again = wmkit.create("stable_signature", pipeline=pipe, extractor=str(hidden_dir), finetune_steps=3)
+    images = smooth(2, size=64, seed=6)
+    out = again.embed(images, key)  # post-hoc: the VAE round trip through the key's decoder
+    assert out.shape == images.shape and torch.equal(out, ss.embed(images, key))
+    assert len(again.detect(out, key)) == 2
+    with pytest.raises(ConfigError, match="pipeline"):
+        wmkit.wrap(random_pipeline(1), again, key)  # made for another pipeline
+
+
+def test_hidden_marks_at_the_requested_psnr(hidden_dir):
+    from wmkit.eval.metrics import psnr
+
+    wm = wmkit.create("hidden", extractor=str(hidden_dir), psnr=36.0)
+    key = generate_key("hidden", seed=3)
+    images = smooth(3, size=64, seed=7) * 0.8 + 0.1  # no clipping at the edges of [0, 1]
+    marked = wm.embed(images, key)
+    for a, b in zip(images, marked):
+        assert psnr(a, b) == pytest.approx(36.0, abs=0.05)
+    results = wm.detect(marked, key)
+    assert all(r.bits is not None and len(r.bits) == BITS for r in results)
+    with pytest.raises(ConfigError):
+        wmkit.create("hidden", psnr=5)
+
+
+def test_cli_keygen_finetune_embed_generate_verify(pipe, hidden_dir, tmp_path, monkeypatch, capsys):
+    from wmkit.cli import main
+    from wmkit.imageio import save_image
+
+    monkeypatch.setenv("WMKIT_CACHE", str(tmp_path / "cache"))
+    folder = tmp_path / "pipe"
+    pipe.save_pretrained(folder)
+    opts = ["--pipeline", str(folder), "--extractor", str(hidden_dir)]
+    key = tmp_path / "ss.json"
+    save_key(generate_key("stable_signature", seed=4), key)  # (keygen's screening is tested for peers)
+    assert main(["finetune-decoder", "-k", str(key), "--steps", "2", "-o", str(tmp_path / "dec.safetensors"), "--no-progress", *opts]) == 0
+    assert (tmp_path / "dec.safetensors").is_file()
+    assert "bit accuracy" in capsys.readouterr().err
+    save_image(smooth(1, size=64, seed=8)[0], tmp_path / "in.png")
+    assert main(["embed", "-m", "stable_signature", "-k", str(key), str(tmp_path / "in.png"), "-o", str(tmp_path / "out"), "-q", *opts]) == 0
+    assert main(["generate", "-m", "stable_signature", "-k", str(key), "--prompt", "a cat", "-n", "1", "--steps", "2",
+                 "-o", str(tmp_path / "gen"), "-q", *opts]) == 0
+    assert main(["verify", "-m", "stable_signature", "-k", str(key), str(tmp_path / "out"), str(tmp_path / "gen"), "--json",
+                 "--extractor", str(hidden_dir)]) == 0
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
+    assert len(lines) == 2 and all('"bit_accuracy"' in line for line in lines)
+    # options that a method does not take are refused, not ignored
+    assert main(["verify", "-m", "dwtdct", "-k", str(key), str(tmp_path / "out"), "--extractor", "x"]) != 0
+    assert "does not apply" in capsys.readouterr().err

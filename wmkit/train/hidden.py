@@ -1,0 +1,137 @@
+"""Train the shipped HiDDeN encoder/extractor pair (weights/hidden/), the extractor Stable Signature reads.
+
+    python -m wmkit.train.hidden --minutes 25 [--bits 48] [--size 64] [--out weights/hidden] [--images-dir DIR]
+
+HiDDeN-style pre-training (Zhu et al. 2018, as in Stable Signature's recipe): the encoder
+adds a residual carrying random message bits to a crop, one random Kornia attack is applied
+(crop, resize, differentiable JPEG, blur, noise, brightness, contrast, saturation, hue, at
+strengths up to 0.6; none during the first 10% of steps, which trains more easily without), and the extractor must
+read the bits back. Loss: binary cross-entropy on the bits + ``image_weight`` x MSE of the
+residual (keeps the mark faint; ramped in over the first 30% of training). Then the extractor's logits on clean crops are whitened
+(ZCA, ``WhitenedExtractor``) so unmarked images give fair, independent bits.
+
+Data: crops of the *calibration* photo group (wmkit.data) at random scales, or any folder
+with --images-dir; the evaluation group is never seen. Nothing is downloaded.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+
+from .. import data
+from ..attacks import parse_attack
+from ..models.hidden import HiddenEncoder, HiddenExtractor, WhitenedExtractor, save_hidden
+
+TRAIN_ATTACKS = ["random_crop@{s}", "resize@{s}", "jpeg_diff@{s}", "gaussian_blur@{s}", "gaussian_noise@{s}",
+                 "brightness@{s}", "contrast@{s}", "saturation@{s}", "hue@{s}"]
+RESIDUAL_SCALE = 0.05  # the encoder's tanh output times this: at most +-13/255 before the image loss shrinks it
+LR = 2e-3
+MAX_ATTACK_STRENGTH = 0.6
+
+
+def random_attack(images: torch.Tensor, generator: torch.Generator, max_strength: float = MAX_ATTACK_STRENGTH) -> torch.Tensor:
+    """One differentiable attack at a random strength (identity one time in five)."""
+    if float(torch.rand(1, generator=generator)) < 0.2:
+        return images
+    index = int(torch.randint(len(TRAIN_ATTACKS), (1,), generator=generator))
+    strength = round(0.1 + float(torch.rand(1, generator=generator)) * (max_strength - 0.1), 3)
+    return parse_attack(TRAIN_ATTACKS[index].format(s=strength))(images, generator=generator)
+
+
+def training_images(count: int, size: int, seed: int, images_dir: Optional[str], group: str = "calibration") -> torch.Tensor:
+    photos = None
+    if images_dir:
+        from ..imageio import iter_image_paths, load_image
+
+        photos = [load_image(p) for p in iter_image_paths([images_dir])]
+    return torch.stack(data.crops(count, size=size, group=group, seed=seed, min_scale=0.12, photos=photos))
+
+
+def train(*, out: Path, minutes: Optional[float], steps: Optional[int] = None, num_bits: int = 48, size: int = 64,
+          batch: int = 32, count: int = 3000, channels: int = 32, image_weight: float = 30.0, seed: int = 0,
+          images_dir: Optional[str] = None, log_every: int = 100) -> dict:
+    torch.manual_seed(seed)
+    generator = torch.Generator().manual_seed(seed)
+    images = training_images(count, size, seed, images_dir)
+    encoder, extractor = HiddenEncoder(num_bits, channels), HiddenExtractor(num_bits, channels)
+    optimiser = torch.optim.AdamW(list(encoder.parameters()) + list(extractor.parameters()), lr=LR, weight_decay=1e-4)
+    start, step, log = time.perf_counter(), 0, []
+    budget = minutes * 60 if minutes is not None else float("inf")
+    total = steps if steps is not None else 10**9
+    encoder.train(), extractor.train()
+    while step < total and time.perf_counter() - start < budget:
+        progress = min(step / total, (time.perf_counter() - start) / budget)
+        for group in optimiser.param_groups:  # constant, then linear decay over the last 30%
+            group["lr"] = LR * min(1.0, (1.0 - progress) / 0.3)
+        x = images[torch.randint(len(images), (batch,), generator=generator)]
+        if float(torch.rand(1, generator=generator)) < 0.5:
+            x = x.flip(-1)
+        bits = torch.randint(0, 2, (batch, num_bits), generator=generator).float()
+        residual = RESIDUAL_SCALE * encoder(x, bits)
+        marked = (x + residual).clamp(0, 1)
+        attacked = marked if progress < 0.1 else random_attack(marked, generator)
+        logits = extractor(attacked)
+        bit_loss = F.binary_cross_entropy_with_logits(logits, bits)
+        image_loss = residual.pow(2).mean()
+        # the image loss ramps in over the first 30%: a faint mark from the start never gets learned
+        loss = bit_loss + image_weight * min(1.0, progress / 0.3) * image_loss
+        optimiser.zero_grad()
+        loss.backward()
+        optimiser.step()
+        step += 1
+        accuracy = float(((logits > 0).float() == bits).float().mean())
+        log.append((bit_loss.item(), accuracy, -10 * torch.log10(image_loss.detach() + 1e-12).item()))
+        if step % log_every == 0:
+            recent = log[-log_every:]
+            mean = [sum(v) / len(recent) for v in zip(*recent)]
+            print(f"step {step}  bit loss {mean[0]:.3f}  bit acc {mean[1]:.3f}  residual PSNR {mean[2]:.1f} dB  "
+                  f"{time.perf_counter() - start:.0f} s", flush=True)
+    encoder.eval(), extractor.eval()
+    whitened = WhitenedExtractor(extractor, num_bits)
+    clean = training_images(1000, 128, seed + 1, images_dir)
+    with torch.no_grad():
+        whitened.fit_whitening(torch.cat([extractor(clean[i:i + 100]) for i in range(0, len(clean), 100)]))
+    recent = log[-log_every:] or log
+    provenance = {
+        "steps": step, "seconds": round(time.perf_counter() - start), "batch": batch, "crop_size": size,
+        "num_bits": num_bits, "train_crops": count, "image_weight": image_weight, "residual_scale": RESIDUAL_SCALE,
+        "final_bit_accuracy_attacked": round(sum(r[1] for r in recent) / len(recent), 4),
+        "final_residual_psnr_db": round(sum(r[2] for r in recent) / len(recent), 2),
+        "whitening": "ZCA on raw logits of 1000 clean 128 px crops (calibration group, seed+1)",
+        "data": images_dir or "wmkit.data calibration group", "recipe": "python -m wmkit.train.hidden",
+    }
+    save_hidden(encoder, whitened, out, provenance=provenance)
+    return provenance
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", default=None)
+    parser.add_argument("--minutes", type=float, default=25.0)
+    parser.add_argument("--steps", type=int, default=None)
+    parser.add_argument("--bits", type=int, default=48)
+    parser.add_argument("--size", type=int, default=64)
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--channels", type=int, default=32)
+    parser.add_argument("--image-weight", type=float, default=30.0)
+    parser.add_argument("--images-dir", default=None)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--log-every", type=int, default=100)
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    from ..calibration import weights_dir
+
+    out = Path(args.out) if args.out else weights_dir() / "hidden"
+    print(json.dumps(train(out=out, minutes=args.minutes, steps=args.steps, num_bits=args.bits, size=args.size,
+                           batch=args.batch, channels=args.channels, image_weight=args.image_weight,
+                           images_dir=args.images_dir, log_every=args.log_every)))
+
+
+if __name__ == "__main__":
+    main()

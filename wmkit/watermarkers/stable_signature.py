@@ -1,0 +1,149 @@
+"""Stable Signature (Fernandez et al., 2023): the message lives in a fine-tuned VAE decoder.
+
+Marking happens in the model: for a key, a copy of the pipeline's VAE decoder is fine-tuned
+(``wmkit.finetune.finetune_decoder``) so that everything it decodes carries the key's 48-bit
+message for the frozen extractor. ``wmkit.wrap(pipe, "stable_signature", key)`` swaps that
+decoder in (``patch_pipeline``) and back out on ``unwrap()``; ``embed`` on an existing image is
+the VAE round trip through it. The decoder for a key is fine-tuned on first use, with a
+progress bar, and cached as safetensors under ``$WMKIT_CACHE`` (default
+``~/.cache/wmkit``)/stable_signature, named by pipeline, extractor and key fingerprint.
+
+Detection reads the bits with the (whitened) extractor: binomial test, or the calibrated
+null when one is fitted (``wmkit calibrate``); identification among N keys corrects for N.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+from typing import Any, Callable, ClassVar, Optional
+
+import numpy as np
+import torch
+
+from ..errors import ConfigError, WeightsError
+from ..keys import Key
+from ..registry import register_watermarker
+from .hidden import DEFAULT_EXTRACTOR, ExtractorBits
+
+DEFAULT_STEPS = 100
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("WMKIT_CACHE") or Path.home() / ".cache" / "wmkit") / "stable_signature"
+
+
+@register_watermarker("stable_signature")
+class StableSignature(ExtractorBits):
+    """Stable Signature: a key-specific fine-tuned VAE decoder; extractor bits, binomial test."""
+
+    generation_time: ClassVar[bool] = True
+    min_side: ClassVar[int] = 32
+
+    def __init__(self, *, pipeline: Any = "tiny", extractor: Any = DEFAULT_EXTRACTOR, finetune_steps: int = DEFAULT_STEPS,
+                 decoder: Optional[str] = None, calibration: Any = "auto"):
+        if not isinstance(finetune_steps, int) or finetune_steps < 1:
+            raise ConfigError(f"finetune_steps must be a positive integer, got {finetune_steps!r}")
+        super().__init__(extractor=extractor, calibration=calibration)
+        self._pipeline_spec = pipeline
+        self._pipe = None
+        self.finetune_steps = finetune_steps
+        self._decoder_path = decoder  # an explicit fine-tuned decoder file (`wmkit finetune-decoder -o`)
+        self._decoders: dict[str, torch.nn.Module] = {}
+
+    # -- the pipeline whose decoder is fine-tuned ---------------------------------------------------
+    @property
+    def pipe(self):
+        if self._pipe is None:
+            if isinstance(self._pipeline_spec, (str, os.PathLike)):
+                from ..diffusion import load_pipeline
+
+                self._pipe = load_pipeline(self._pipeline_spec)
+            else:
+                self._pipe = self._pipeline_spec
+        return self._pipe
+
+    def pipeline_name(self) -> str:
+        from ..diffusion import tiny_path
+
+        spec = self._pipeline_spec
+        source = str(spec) if isinstance(spec, (str, Path)) else getattr(spec, "name_or_path", None) or type(spec).__name__
+        if source != "tiny" and Path(source).exists() and Path(source).resolve() == tiny_path().resolve():
+            return "tiny"
+        return source
+
+    # -- decoders -------------------------------------------------------------------------------------
+    def decoder_cache_path(self, key: Key) -> Path:
+        # named by what the decoder is for: pipeline, extractor and key. Not by the recipe: a
+        # decoder made with `wmkit finetune-decoder --steps N` is the one later calls use
+        # (its metadata records the steps; --overwrite makes a new one)
+        tag = f"{self.pipeline_name()}|{self.model_name}"
+        digest = hashlib.sha256(tag.encode()).hexdigest()[:12]
+        return cache_dir() / f"decoder-{digest}-{key.fingerprint}.safetensors"
+
+    def watermarked_decoder(self, key: Key, *, progress: bool = True) -> torch.nn.Module:
+        """The key's fine-tuned decoder: from memory, the given file, the cache, or fine-tuned now."""
+        self.check_key(key)
+        if key.fingerprint in self._decoders:
+            return self._decoders[key.fingerprint]
+        import copy
+
+        from safetensors.torch import load_file, save_file
+
+        vae = self.pipe.vae
+        path = Path(self._decoder_path) if self._decoder_path else self.decoder_cache_path(key)
+        if path.is_file():
+            decoder = copy.deepcopy(vae.decoder)
+            try:
+                state = load_file(str(path))
+                decoder.load_state_dict({k: v.to(next(vae.decoder.parameters()).dtype) for k, v in state.items()})
+            except (OSError, RuntimeError) as exc:
+                raise WeightsError(f"{path}: not a decoder for this pipeline's VAE ({str(exc).splitlines()[0]})") from exc
+        elif self._decoder_path:
+            raise WeightsError(f"{path}: no such decoder file (make one with `wmkit finetune-decoder`)")
+        else:
+            from ..finetune import finetune_decoder
+
+            decoder, report = finetune_decoder(vae, self.extractor, self.message(key), steps=self.finetune_steps, progress=progress)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            save_file({k: v.contiguous() for k, v in decoder.state_dict().items()}, str(path),
+                      metadata={"key_fingerprint": key.fingerprint, "bit_accuracy": f"{report.bit_accuracy:.4f}",
+                                "psnr_db": f"{report.psnr_db:.2f}", "steps": str(report.steps)})
+        decoder.eval().requires_grad_(False)
+        self._decoders[key.fingerprint] = decoder
+        return decoder
+
+    # -- generation ---------------------------------------------------------------------------------
+    def patch_pipeline(self, pipe, key: Key) -> Callable[[], None]:
+        if pipe is not self.pipe:
+            raise ConfigError("wrap the pipeline this stable_signature instance was made for (create it with pipeline=pipe)")
+        original = pipe.vae.decoder
+        pipe.vae.decoder = self.watermarked_decoder(key)
+
+        def restore() -> None:
+            pipe.vae.decoder = original
+
+        return restore
+
+    def _embed_bits(self, images: list[torch.Tensor], bits: np.ndarray) -> list[torch.Tensor]:
+        # the message is in a key's decoder, not applied from raw bits: embed(images, key) below
+        raise ConfigError("stable_signature marks through a key's fine-tuned decoder: call embed(images, key)")
+
+    def embed(self, images, key: Key):
+        """Post-hoc use: the VAE round trip through the key's watermarked decoder."""
+        from ..attacks.regeneration import pad_to_multiple, vae_factor
+        from ..imageio import restore_form
+
+        decoder = self.watermarked_decoder(key)
+        image_list, batched = self._images(images)
+        vae = self.pipe.vae
+        dtype = next(vae.parameters()).dtype
+        out = []
+        with torch.no_grad():
+            for img in image_list:
+                x, (height, width) = pad_to_multiple(img[None].float(), vae_factor(self.pipe))
+                z = vae.encode((x * 2 - 1).to(dtype)).latent_dist.mean
+                z = vae.post_quant_conv(z) if getattr(vae, "post_quant_conv", None) is not None else z
+                y = ((decoder(z).float() + 1) / 2).clamp(0, 1)
+                out.append(y[0, :, :height, :width].to(img.dtype))
+        return restore_form(out, batched)
