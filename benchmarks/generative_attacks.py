@@ -5,10 +5,12 @@
 1. CPU seconds per 256x256 image for each generative attack (regen, rinse, vae_regen,
    paraphrase with a fixed prompt, adv_embed) at strength 0.5, one torch thread
    (``time.process_time``; wall seconds alongside).
-2. ``wmkit eval`` over the post-hoc peers dwtdct, dwtdctsvd, rivagan x the ``generative`` suite
-   (each attack at strengths 0.25, 0.5, 1) on offline evaluation photos at 256x256: TPR@1e-3,
-   PSNR and SSIM per cell, the potency ranking at matched quality, and the averaging forgery's
-   false-attribution rate per scheme (``--forgery N`` images).
+2. ``wmkit eval`` over every scheme with weights here (post-hoc: dwtdct, dwtdctsvd, rivagan,
+   hidden; generation-time, on pairs of tiny-pipeline generations: tree_ring, stable_signature)
+   x the ``generative`` suite (each attack at strengths 0.25, 0.5, 1) on offline evaluation
+   photos at 256x256: TPR@1e-3, PSNR and SSIM per cell, the potency ranking at matched
+   quality, and the averaging forgery's false-attribution rate per post-hoc scheme
+   (``--forgery N`` images).
 
 Needs weights/tiny-ldm (or ``--pipeline FOLDER``); refuses to run on a missing pipeline rather
 than on random weights (``--random-pipeline`` exists only to smoke-test this script).
@@ -22,12 +24,13 @@ from pathlib import Path
 
 import torch
 
+import wmkit
 from wmkit import data
 from wmkit.attacks import parse_attack
 from wmkit.errors import WeightsError
 
 TIMED = ["regen@0.5", "rinse@0.5", "vae_regen@0.5", "paraphrase@0.5,prompt=a photograph", "adv_embed@0.5"]
-METHODS = ["dwtdct", "dwtdctsvd", "rivagan"]
+METHODS = ["dwtdct", "dwtdctsvd", "rivagan", "hidden", "tree_ring", "stable_signature"]
 
 
 def timing(pipe, n: int) -> list[dict]:
@@ -53,6 +56,7 @@ def main(argv=None) -> int:
     p.add_argument("--forgery", type=int, default=16)
     p.add_argument("--methods", nargs="+", default=METHODS)
     p.add_argument("--out", default=None, help="report folder (default: a temporary one)")
+    p.add_argument("--progress", action="store_true", help="progress bar for the evaluation")
     args = p.parse_args(argv)
     torch.set_num_threads(1)
     if args.random_pipeline:
@@ -77,8 +81,15 @@ def main(argv=None) -> int:
     from wmkit.eval.run import run_eval
 
     out = Path(args.out or tempfile.mkdtemp(prefix="wmkit-generative-"))
-    outcome = run_eval(methods=args.methods, output=out, attacks="generative", offline_photos=args.photos, size=256,
-                       pipeline=pipe, progress=False, overwrite=True, forgery=args.forgery or None)
+    methods = []
+    for method in args.methods:  # schemes whose default weights are missing are named, not silently dropped
+        missing = getattr(wmkit.create(method), "missing_default_model", lambda: None)()
+        if missing:
+            print(f"\n{method}: not evaluated ({missing})")
+        else:
+            methods.append(method)
+    outcome = run_eval(methods=methods, output=out, attacks="generative", offline_photos=args.photos, size=256,
+                       pipeline=pipe, progress=args.progress, overwrite=True, forgery=args.forgery or None)
     summary = outcome.summary
     print(f"\n## TPR@1e-3 / PSNR / SSIM per cell ({args.photos} offline photos, 256x256)\n")
     print("| method | attack | TPR@1e-3 | PSNR dB | SSIM | attack s/img |\n|---|---|---:|---:|---:|---:|")

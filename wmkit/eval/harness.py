@@ -267,8 +267,9 @@ def evaluate_image(
 ) -> Iterator[dict]:
     """Every record of one image, in a fixed order: scheme, attack, watermarked then not."""
     # The attacked original is the same for every post-hoc scheme (same generator, same
-    # image), so its quality numbers are computed once per attack.
+    # image), so it and its quality numbers are computed once per attack.
     clean_quality: dict[tuple[str, str], dict] = {}
+    attacked_originals: dict[tuple[str, str], tuple] = {}
     for scheme in schemes:
         original = image
         start = time.perf_counter()
@@ -290,10 +291,12 @@ def evaluate_image(
                 for watermarked in (True, False):
                     yield _record(base, watermarked, STATUS_ERROR, embed_error, None, _EMPTY_DETECTION, {}, {})
                 continue
-            yield from _attack_and_detect(base, scheme, case, original, marked, embed_quality, time_embed, seed, clean_quality)
+            yield from _attack_and_detect(base, scheme, case, original, marked, embed_quality, time_embed, seed, clean_quality,
+                                          attacked_originals)
 
 
-def attack_pair(case: AttackCase, original: torch.Tensor, marked: torch.Tensor, *, seed: int, image_id: str) -> tuple[dict[str, torch.Tensor], dict[str, float]]:
+def attack_pair(case: AttackCase, original: torch.Tensor, marked: torch.Tensor, *, seed: int, image_id: str,
+                cache: Optional[dict] = None, cache_tag: str = "") -> tuple[dict[str, torch.Tensor], dict[str, float]]:
     """The original and the marked image under the same sampled attack parameters.
 
     Parameters are sampled once, on the original (the run's generator for this image and
@@ -302,10 +305,17 @@ def attack_pair(case: AttackCase, original: torch.Tensor, marked: torch.Tensor, 
     """
     if case.attack is None:
         return {"marked": marked, "clean": original}, {"marked": 0.0, "clean": 0.0}
-    generator = attack_generator(seed, image_id, case.spec)
-    start = time.perf_counter()
-    clean, params = case.attack(original[None], generator=generator, return_params=True)
-    time_clean = time.perf_counter() - start
+    # the attacked original (and its parameters) is the same for every post-hoc scheme:
+    # ``cache`` keeps it per image, so a diffusion attack runs once on it, not once per scheme
+    entry = None if cache is None else cache.get((cache_tag, case.spec))
+    if entry is None:
+        generator = attack_generator(seed, image_id, case.spec)
+        start = time.perf_counter()
+        clean, params = case.attack(original[None], generator=generator, return_params=True)
+        entry = (clean, params, time.perf_counter() - start)
+        if cache is not None:
+            cache[(cache_tag, case.spec)] = entry
+    clean, params, time_clean = entry
     start = time.perf_counter()
     attacked_marked = case.attack.apply(marked[None], params)
     time_marked = time.perf_counter() - start
@@ -322,11 +332,14 @@ def _attack_and_detect(
     time_embed: float,
     seed: int,
     clean_quality: dict[tuple[str, str], dict],
+    attacked_originals: Optional[dict] = None,
 ) -> Iterator[dict]:
     """The two records (marked, original) of one scheme under one attack."""
     wm = scheme.watermarker
     try:
-        attacked, times = attack_pair(case, image, marked, seed=seed, image_id=base["image_id"])
+        # a generation-time scheme's original is its own unmarked generation: its own cache slot
+        tag = scheme.method if scheme.generation is not None else ""
+        attacked, times = attack_pair(case, image, marked, seed=seed, image_id=base["image_id"], cache=attacked_originals, cache_tag=tag)
     except WmkitError as exc:
         for watermarked in (True, False):
             yield _record(base, watermarked, STATUS_ERROR, f"attack failed: {exc}", None, _EMPTY_DETECTION, {}, {})

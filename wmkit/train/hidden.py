@@ -66,7 +66,8 @@ def train(*, out: Path, minutes: Optional[float], steps: Optional[int] = None, n
     total = steps if steps is not None else 10**9
     encoder.train(), extractor.train()
     while step < total and time.perf_counter() - start < budget:
-        progress = min(step / total, (time.perf_counter() - start) / budget)
+        # the further along of the two budgets (steps or minutes)
+        progress = max(step / total if steps is not None else 0.0, (time.perf_counter() - start) / budget)
         for group in optimiser.param_groups:  # constant, then linear decay over the last 30%
             group["lr"] = LR * min(1.0, (1.0 - progress) / 0.3)
         x = images[torch.randint(len(images), (batch,), generator=generator)]
