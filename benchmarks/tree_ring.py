@@ -55,8 +55,10 @@ def main() -> None:
     parser.add_argument("--sweep", type=int, nargs="*", default=[10, 25, 50])
     parser.add_argument("--sweep-n", type=int, default=40, help="marked and clean generations used in the sweep")
     parser.add_argument("--fpr-keys", type=int, default=10, help="keys the unwatermarked sets are tested against")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: all; use 1 beside other jobs: oversubscribed cores run 10x slower)")
     args = parser.parse_args()
-    torch.set_num_threads(max(1, torch.get_num_threads()))
+    if args.threads:
+        torch.set_num_threads(args.threads)
     pipe = load_pipeline("tiny")
     key = generate_key("tree_ring", seed=2024)
     start = time.perf_counter()

@@ -139,3 +139,11 @@ def test_attack_command(workspace, capsys, tmp_path):
     assert code == 2 and "error:" in err
     code, _, err = run(capsys, "attack", "-a", "nonsense", workspace / "in", "-o", tmp_path / "bad")
     assert code == 2 and "unknown" in err
+
+
+def test_demo_runs_end_to_end_on_a_subset(capsys):
+    """`wmkit demo` (README's first command) on a post-hoc and a generation-time scheme, 2 images."""
+    assert main(["demo", "--images", "2", "-m", "dwtdct", "-m", "tree_ring"]) == 0
+    out = capsys.readouterr().out
+    assert "dwtdct" in out and "tree_ring" in out and "jpeg" in out.lower()
+    assert main(["demo", "-m", "no_such_method"]) == 2

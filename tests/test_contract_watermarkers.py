@@ -77,8 +77,10 @@ def test_rejects_foreign_keys_and_bad_images(method, images):
     with pytest.raises(InputError):
         wm.detect([images[0] * 2], generate_key(method, seed=1))  # values outside [0, 1]
     if wm.min_pixels or wm.min_side:
+        # a side just under the scheme's minimum (or half the side its pixel minimum implies)
+        side = wm.min_side - 1 if wm.min_side else int(np.sqrt(wm.min_pixels)) // 2
         with pytest.raises(InputError, match="minimum"):
-            wm.embed([torch.rand(3, 64, 64)], generate_key(method, seed=1))
+            wm.embed([torch.rand(3, side, side)], generate_key(method, seed=1))
 
 
 @pytest.mark.parametrize("method", METHODS)

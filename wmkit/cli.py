@@ -357,7 +357,7 @@ def cmd_eval(args) -> int:
 def cmd_demo(args) -> int:
     from .demo import run_demo
 
-    return run_demo(num_images=args.images, size=args.size, output=args.output)
+    return run_demo(num_images=args.images, size=args.size, output=args.output, methods=args.methods)
 
 
 # -- parser ------------------------------------------------------------------------
@@ -469,6 +469,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--images", type=int, default=6, help="number of sample images")
     p.add_argument("--size", type=int, default=256)
     p.add_argument("-o", "--output", default=None, help="also write the marked images here")
+    p.add_argument("-m", "--method", dest="methods", action="append", default=None, metavar="METHOD", help="only these methods (repeat; default all)")
     p.set_defaults(func=cmd_demo)
 
     return parser

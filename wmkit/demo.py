@@ -54,7 +54,8 @@ def _generation_time_images(method, key, num_images, pipe):
     return wm, list(clean.float().clamp(0, 1)), list(marked.float().clamp(0, 1))
 
 
-def run_demo(*, num_images: int = 6, size: int = 256, output: Optional[str] = None, stream=sys.stdout) -> int:
+def run_demo(*, num_images: int = 6, size: int = 256, output: Optional[str] = None, methods: Optional[list[str]] = None,
+             stream=sys.stdout) -> int:
     from . import data
     from .errors import WeightsError
     from .eval.metrics import psnr
@@ -63,7 +64,9 @@ def run_demo(*, num_images: int = 6, size: int = 256, output: Optional[str] = No
     from .registry import WATERMARKERS, create
 
     photos = data.crops(num_images, size=size, group="evaluation", seed=0)
-    methods = WATERMARKERS.names()
+    methods = list(methods) if methods else WATERMARKERS.names()
+    for method in methods:
+        WATERMARKERS.get(method)  # an unknown name is a usage error before any work
     print(f"wmkit demo: {len(photos)} offline photos ({size}x{size}) for post-hoc schemes, {num_images} generations "
           f"of the tiny pipeline for generation-time schemes; decision at alpha={DEMO_ALPHA:g}", file=stream)
     header = f"{'method':<11} {'attack':<18} {'detected':>8} {'median p':>10} {'bit acc':>8} {'PSNR dB':>8}"

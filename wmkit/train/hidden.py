@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
 from typing import Optional
@@ -105,7 +106,8 @@ def train(*, out: Path, minutes: Optional[float], steps: Optional[int] = None, n
         "final_bit_accuracy_attacked": round(sum(r[1] for r in recent) / len(recent), 4),
         "final_residual_psnr_db": round(sum(r[2] for r in recent) / len(recent), 2),
         "whitening": "ZCA on raw logits of 1000 clean 128 px crops (calibration group, seed+1)",
-        "data": images_dir or "wmkit.data calibration group", "recipe": "python -m wmkit.train.hidden",
+        "data": images_dir or "wmkit.data calibration group",
+        "recipe": "python -m wmkit.train.hidden " + " ".join(sys.argv[1:]), "torch": torch.__version__,
     }
     save_hidden(encoder, whitened, out, provenance=provenance)
     return provenance
