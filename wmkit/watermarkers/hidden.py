@@ -50,6 +50,8 @@ class ExtractorBits(BitWatermarker):
     """Bits read by an extractor network: one logit per bit, bit = logit > 0."""
 
     def __init__(self, *, extractor: Any = DEFAULT_EXTRACTOR, calibration: Any = "auto"):
+        # BitWatermarker.__init__ is not called: num_bits is the extractor's (a property
+        # below), not an option
         self._extractor_spec = extractor
         self._loaded: Optional[tuple] = None
         if isinstance(extractor, torch.nn.Module):
