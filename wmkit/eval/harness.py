@@ -4,7 +4,8 @@ For each image (one at a time, so memory stays flat however many there are) ever
 embeds its mark once. A generation-time scheme (Tree-Ring) cannot mark a given image:
 for it, input slot i becomes a pair of generations of the pipeline from the same prompt
 and seed, with and without the mark (``GenerationPairs``); the unmarked twin plays the
-role of the original (the negative rows and the quality reference). Then, for each attack plus "none", the *same* sampled attack
+role of the original (the negative rows; the marked rows' attack quality is measured
+against the marked generation, since the mark itself changes the whole image). Then, for each attack plus "none", the *same* sampled attack
 parameters are applied to the marked image and to the original, and both are detected:
 the marked copy gives the true-positive rows, the original the negatives that the
 calibration table and the ROC compare against, under exactly the same attack.
@@ -358,7 +359,10 @@ def _attack_and_detect(
     for watermarked, which in ((True, "marked"), (False, "clean")):
         image_after = attacked[which]
         if watermarked:
-            quality = _quality(image, image_after)
+            # the attack's damage: against the original for a post-hoc scheme (the mark's own
+            # change is negligible), against the marked generation for a generation-time one
+            # (its mark changes the whole image: measured by the embed_* fields instead)
+            quality = _quality(marked if scheme.generation is not None else image, image_after)
         else:
             # post-hoc schemes share the attacked original; a generation-time one has its own
             cache_key = (scheme.method if scheme.generation is not None else "", case.spec)
