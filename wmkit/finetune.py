@@ -39,7 +39,7 @@ class FinetuneReport:
     losses: list[float]
 
 
-def _decode(vae, decoder, latents: torch.Tensor) -> torch.Tensor:
+def decode_with(vae, decoder, latents: torch.Tensor) -> torch.Tensor:
     """AutoencoderKL.decode with ``decoder`` in place of vae.decoder: latents -> [0, 1] images."""
     z = vae.post_quant_conv(latents) if getattr(vae, "post_quant_conv", None) is not None else latents
     return (decoder(z) + 1) / 2
@@ -86,7 +86,7 @@ def finetune_decoder(
     dtype = next(vae.parameters()).dtype
     with torch.no_grad():
         latents = torch.cat([vae.encode((img[None] * 2 - 1).to(dtype)).latent_dist.mean.float() for img in images])
-        targets = torch.cat([_decode(vae, vae.decoder, z[None].to(dtype)).float().clamp(0, 1) for z in latents])
+        targets = torch.cat([decode_with(vae, vae.decoder, z[None].to(dtype)).float().clamp(0, 1) for z in latents])
     with torch.no_grad():
         width = int(extractor(targets[:1]).shape[-1])
     if width != bits.numel():

@@ -111,6 +111,17 @@ def load_pipeline(
     return pipe
 
 
+def pipeline_label(spec) -> str:
+    """How calibrations and caches name a pipeline given as a name, folder or object:
+    'tiny' for the shipped one (by name or loaded from its folder), else its path or class."""
+    source = str(spec) if isinstance(spec, (str, Path)) else getattr(spec, "name_or_path", None)
+    if not source:
+        return type(spec).__name__
+    if source != TINY_NAME and Path(source).exists() and Path(source).resolve() == tiny_path().resolve():
+        return TINY_NAME
+    return source
+
+
 def random_pipeline(seed: int = 0, *, scaling_factor: float = 1.0):
     """A tiny randomly initialised StableDiffusionPipeline built from configs
     (no files, no network): for unit tests of the code paths, useless for images."""

@@ -64,13 +64,9 @@ class StableSignature(ExtractorBits):
         return self._pipe
 
     def pipeline_name(self) -> str:
-        from ..diffusion import tiny_path
+        from ..diffusion import pipeline_label
 
-        spec = self._pipeline_spec
-        source = str(spec) if isinstance(spec, (str, Path)) else getattr(spec, "name_or_path", None) or type(spec).__name__
-        if source != "tiny" and Path(source).exists() and Path(source).resolve() == tiny_path().resolve():
-            return "tiny"
-        return source
+        return pipeline_label(self._pipeline_spec)
 
     # -- decoders -------------------------------------------------------------------------------------
     def decoder_cache_path(self, key: Key) -> Path:
@@ -132,6 +128,7 @@ class StableSignature(ExtractorBits):
     def embed(self, images, key: Key):
         """Post-hoc use: the VAE round trip through the key's watermarked decoder."""
         from ..attacks.regeneration import pad_to_multiple, vae_factor
+        from ..finetune import decode_with
         from ..imageio import restore_form
 
         decoder = self.watermarked_decoder(key)
@@ -143,7 +140,6 @@ class StableSignature(ExtractorBits):
             for img in image_list:
                 x, (height, width) = pad_to_multiple(img[None].float(), vae_factor(self.pipe))
                 z = vae.encode((x * 2 - 1).to(dtype)).latent_dist.mean
-                z = vae.post_quant_conv(z) if getattr(vae, "post_quant_conv", None) is not None else z
-                y = ((decoder(z).float() + 1) / 2).clamp(0, 1)
+                y = decode_with(vae, decoder, z).float().clamp(0, 1)
                 out.append(y[0, :, :height, :width].to(img.dtype))
         return restore_form(out, batched)

@@ -179,17 +179,9 @@ class TreeRing(ScoreWatermarker):
     @property
     def model_name(self) -> str:
         """'tiny' for the shipped pipeline (by name or loaded from its folder), else its path or class."""
-        from pathlib import Path
+        from ..diffusion import pipeline_label
 
-        from ..diffusion import tiny_path
-
-        spec = self._pipeline_spec
-        source = str(spec) if isinstance(spec, (str, Path)) else getattr(spec, "name_or_path", None)
-        if not source:
-            return type(spec).__name__
-        if source != "tiny" and Path(source).exists() and Path(source).resolve() == tiny_path().resolve():
-            return "tiny"
-        return source
+        return pipeline_label(self._pipeline_spec)
 
     # -- marking ------------------------------------------------------------------------------
     def _radius_for(self, height: int, width: int) -> int:
