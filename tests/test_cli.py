@@ -147,3 +147,34 @@ def test_demo_runs_end_to_end_on_a_subset(capsys):
     out = capsys.readouterr().out
     assert "dwtdct" in out and "tree_ring" in out and "jpeg" in out.lower()
     assert main(["demo", "-m", "no_such_method"]) == 2
+
+
+def test_demo_leaves_the_shared_pipeline_unwrapped(monkeypatch):
+    """The demo's generation-time helper restores a pipeline a scheme patched (Stable Signature's decoder)."""
+    import torch
+
+    import wmkit.demo as demo
+    from wmkit.diffusion import random_pipeline
+
+    pipe = random_pipeline(0)
+    original = pipe.vae.decoder
+
+    class Patching:
+        name, generation_time = "patching", True
+
+        def check_key(self, key):
+            pass
+
+        def patch_pipeline(self, p, key):
+            p.vae.decoder = torch.nn.Identity()
+            return lambda: setattr(p.vae, "decoder", original)
+
+        def prepare_call(self, p, key, args, kwargs):
+            return kwargs
+
+    monkeypatch.setattr("wmkit.registry.create", lambda method, **kw: Patching())
+    calls = []
+    monkeypatch.setattr(type(pipe), "__call__", lambda self, *a, **k: calls.append(self.vae.decoder) or type("O", (), {"images": torch.zeros(1, 3, 8, 8)})())
+    demo._generation_time_images("patching", None, 1, pipe)
+    assert calls[0] is original and isinstance(calls[1], torch.nn.Identity)  # clean twin first, then marked
+    assert pipe.vae.decoder is original

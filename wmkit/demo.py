@@ -49,8 +49,12 @@ def _generation_time_images(method, key, num_images, pipe):
     wm = create(method, pipeline=pipe)
     prompts = [DEFAULT_PROMPTS[i % len(DEFAULT_PROMPTS)] for i in range(num_images)]
     seeds = lambda: [torch.Generator().manual_seed(s) for s in range(num_images)]
-    marked = wrap(pipe, wm, key)(prompts, num_inference_steps=25, generator=seeds(), output_type="pt").images
     clean = pipe(prompts, num_inference_steps=25, generator=seeds(), output_type="pt").images
+    marked_pipe = wrap(pipe, wm, key)
+    try:
+        marked = marked_pipe(prompts, num_inference_steps=25, generator=seeds(), output_type="pt").images
+    finally:
+        marked_pipe.unwrap()  # a scheme may patch the shared pipeline (Stable Signature swaps its decoder)
     return wm, list(clean.float().clamp(0, 1)), list(marked.float().clamp(0, 1))
 
 
