@@ -2,6 +2,7 @@
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from scipy import stats as sps
 
 import wmkit
@@ -113,10 +114,61 @@ def test_dino_checkpoint_whitened_into_a_backbone_folder(tmp_path):
     assert features.shape == (12, wm.backbone.dim) and wm.backbone.dim <= 11  # 12 images: rank <= 11
 
 
-def test_missing_default_backbone_is_a_clear_error():
+def test_missing_default_backbone_is_a_clear_error(monkeypatch, tmp_path):
+    monkeypatch.setenv("WMKIT_WEIGHTS", str(tmp_path))  # a weights folder without the backbone
     wm = wmkit.create("ssl_zero_bit")
-    message = wm.missing_default_model()
-    if message is None:
-        pytest.skip("a shipped SSL backbone exists")
-    with pytest.raises(WeightsError, match="ships no SSL backbone"):
+    assert "shipped SSL backbone is missing" in wm.missing_default_model()
+    with pytest.raises(WeightsError, match="shipped SSL backbone is missing"):
         wm.embed([torch.rand(3, 64, 64)], generate_key("ssl_zero_bit", seed=1))
+
+
+def test_zero_bit_marking_pulls_a_feature_from_the_far_side(random_backbone):
+    """Regression: the cone loss had no gradient on f.u while the cosine was negative (half
+    of all image/key pairs), so those images were never marked. The cosine hinge pulls them."""
+    from wmkit import data
+
+    wm = wmkit.create("ssl_zero_bit", backbone=random_backbone, steps=40, target_psnr=38.0, calibration=None)
+    image = data.crops(1, size=96, group="evaluation", seed=5)
+    features = wm.extract(image)
+    key = next(k for k in (generate_key("ssl_zero_bit", seed=s) for s in range(50))
+               if float(F.normalize(features, dim=1)[0] @ wm.direction(k)) < -0.1)
+    marked = wm.embed(image, key)
+    before, after = wm.detect(image, key)[0], wm.detect(marked, key)[0]
+    assert before.score < -0.1 and after.score > 0.2, (before.score, after.score)
+
+
+def test_hypercone_p_value_is_exact_over_keys_for_any_fixed_feature():
+    """The key's direction is uniform on the sphere, so cos(f, u) follows the hypercone
+    null for *any* fixed feature, isotropic or not: the FPR over keys is exact."""
+    wm = wmkit.create("ssl_zero_bit", backbone=WhitenedBackbone(TinyBackbone(width=4, out_dim=24), 24), calibration=None)
+    feature = torch.linspace(-3, 9, 24)[None] ** 2  # far from isotropic: one large common direction
+    p = np.array([float(np.exp(wm.analytic_log_p(feature, generate_key("ssl_zero_bit", seed=s))[0][0])) for s in range(2000)])
+    assert sps.kstest(p, "uniform").pvalue > 0.001
+    assert np.mean(p < 0.01) <= 0.02
+
+
+def test_shipped_bit_calibration_is_not_used_for_another_backbone(random_backbone):
+    wm = wmkit.create("ssl_multi_bit", backbone=random_backbone)  # calibration="auto"
+    assert wm.config()["backbone"] == "WhitenedBackbone"
+    assert wm.null_model is None  # no shipped calibration applies to a user's backbone
+
+
+def test_backbone_recipe_runs_a_few_steps(tmp_path):
+    from wmkit.train.ssl_backbone import train
+
+    provenance = train(out=tmp_path / "bb", minutes=None, steps=2, width=4, dim=16, batch=4, size=48, count=8, fit_count=40)
+    assert provenance["steps"] == 2 and provenance["objective"] == "vicreg"
+    model = load_whitened(tmp_path / "bb")
+    assert model(torch.rand(1, 3, 64, 64)).shape == (1, model.dim) and 1 <= model.dim <= 16
+
+
+def test_markability_term_rewards_features_a_small_perturbation_moves():
+    from wmkit.train.ssl_backbone import markability
+
+    torch.manual_seed(0)
+    model = TinyBackbone(width=4, out_dim=16).train()
+    views = torch.rand(6, 3, 48, 48)
+    loss = markability(model, views, torch.Generator().manual_seed(1))
+    assert torch.isfinite(loss) and loss.item() >= -4.0  # the move is capped at 4 sd
+    loss.backward()  # it trains the backbone's weights, not the (detached) views
+    assert all(p.grad is not None for p in model.features[0].parameters())

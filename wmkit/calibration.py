@@ -345,8 +345,10 @@ def resolve_null_model(watermarker, spec: Any):
     if isinstance(spec, (BitNullModel, ScoreNullModel)):
         model = spec
     elif spec == "auto":
-        path = (shipped_calibration_path(watermarker.name, watermarker.config()) if kind is BitNullModel
-                else shipped_score_calibration_path(watermarker))
+        # shipped calibrations exist only for the shipped detector models ('tiny'; '' = no model)
+        shipped_model = watermarker.model_name in ("", "tiny")
+        path = (shipped_calibration_path(watermarker.name, watermarker.config()) if kind is BitNullModel and shipped_model
+                else shipped_score_calibration_path(watermarker) if kind is ScoreNullModel else None)
         if path is None or not path.exists():
             return None
         model = kind.load(path)

@@ -30,14 +30,14 @@ def _print_rows(stream, method, wm, key, clean, marked, quality, generator):
         attacked = batch if attack is None else [attack(img[None], generator=generator)[0] for img in batch]
         usable = [img for img in attacked if img.shape[1] * img.shape[2] >= wm.min_pixels]
         if not usable:
-            print(f"{method:<11} {label:<18} {'(images too small for this method)':>36}", file=stream)
+            print(f"{method:<16} {label:<18} {'(images too small for this method)':>36}", file=stream)
             continue
         results = wm.detect(usable, key)
         p = np.array([r.p_value for r in results])
         acc = [r.bit_accuracy for r in results if r.bit_accuracy is not None]
         shown_acc = f"{np.mean(acc):8.3f}" if acc else f"{'-':>8}"
         shown_psnr = f"{quality:8.1f}" if label == "none" else f"{'':>8}"
-        print(f"{method:<11} {label:<18} {np.mean(p < DEMO_ALPHA):8.0%} {np.median(p):10.2e} {shown_acc} {shown_psnr}", file=stream)
+        print(f"{method:<16} {label:<18} {np.mean(p < DEMO_ALPHA):8.0%} {np.median(p):10.2e} {shown_acc} {shown_psnr}", file=stream)
 
 
 def _generation_time_images(method, key, num_images, pipe):
@@ -73,7 +73,7 @@ def run_demo(*, num_images: int = 6, size: int = 256, output: Optional[str] = No
         WATERMARKERS.get(method)  # an unknown name is a usage error before any work
     print(f"wmkit demo: {len(photos)} offline photos ({size}x{size}) for post-hoc schemes, {num_images} generations "
           f"of the tiny pipeline for generation-time schemes; decision at alpha={DEMO_ALPHA:g}", file=stream)
-    header = f"{'method':<11} {'attack':<18} {'detected':>8} {'median p':>10} {'bit acc':>8} {'PSNR dB':>8}"
+    header = f"{'method':<16} {'attack':<18} {'detected':>8} {'median p':>10} {'bit acc':>8} {'PSNR dB':>8}"
     print(header, file=stream)
     print("-" * len(header), file=stream)
     generator = torch.Generator().manual_seed(0)
@@ -88,14 +88,14 @@ def run_demo(*, num_images: int = 6, size: int = 256, output: Optional[str] = No
 
                     pipe = load_pipeline("tiny")
             except WeightsError as exc:
-                print(f"{method:<11} not run: {exc}", file=stream)
+                print(f"{method:<16} not run: {exc}", file=stream)
                 continue
             wm, clean, marked = _generation_time_images(method, key, num_images, pipe)
         else:
             wm = create(method)
             missing = getattr(wm, "missing_default_model", lambda: None)()
             if missing:
-                print(f"{method:<11} not run: {missing}", file=stream)
+                print(f"{method:<16} not run: {missing}", file=stream)
                 continue
             clean, marked = photos, wm.embed(photos, key)
         # quality against the unmarked twin: the same photo, or the same prompt and seed
@@ -104,6 +104,6 @@ def run_demo(*, num_images: int = 6, size: int = 256, output: Optional[str] = No
             for i, image in enumerate(marked):
                 save_image(image, Path(output) / method / f"{i:03d}.png", overwrite=True)
         _print_rows(stream, method, wm, key, clean, marked, quality, generator)
-        print(f"{'':<11} ({time.perf_counter() - start:.1f} s)", file=stream)
+        print(f"{'':<16} ({time.perf_counter() - start:.1f} s)", file=stream)
     print("p-values use the shipped null calibration where one exists (see `wmkit verify --help`).", file=stream)
     return 0

@@ -47,9 +47,9 @@ def load_backbone(spec: Any):
         folder = weights_dir() / "ssl-backbone"
         if not folder.exists():
             raise WeightsError(
-                "wmkit ships no SSL backbone yet (the CPU-trained candidate was too insensitive to mark at "
-                "42 dB); pass backbone=<folder saved by wmkit.models.backbone.save_whitened>, e.g. a DINO "
-                "ResNet-50 whitened with whiten_checkpoint()"
+                f"the shipped SSL backbone is missing ({folder}); restore it from git, retrain it with "
+                "`python -m wmkit.train.ssl_backbone`, or pass backbone=<folder saved by "
+                "wmkit.models.backbone.save_whitened>, e.g. a DINO ResNet-50 whitened with whiten_checkpoint()"
             )
         return load_whitened(folder)
     return load_whitened(spec)
@@ -157,7 +157,7 @@ class _SSLMark:
 class SSLZeroBit(_SSLMark, ScoreWatermarker):
     """Zero-bit mark in a self-supervised feature space; hypercone test (incomplete beta)."""
 
-    def __init__(self, *, backbone: Any = DEFAULT_BACKBONE, target_psnr: float = 42.0, steps: int = 60,
+    def __init__(self, *, backbone: Any = DEFAULT_BACKBONE, target_psnr: float = 42.0, steps: int = 100,
                  lr: float = 0.02, target_angle: float = 20.0, seed: int = 0, calibration: Any = "auto"):
         self._init_ssl(backbone=backbone, target_psnr=target_psnr, steps=steps, lr=lr, seed=seed)
         if not 0.0 < target_angle < 90.0:
@@ -175,10 +175,11 @@ class SSLZeroBit(_SSLMark, ScoreWatermarker):
         return u / u.norm()
 
     def _loss(self, feature: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
-        # the paper's hypercone loss: push into the cone of half-angle target_angle around u
-        proj = feature @ u
-        tan2 = np.tan(np.deg2rad(self.target_angle)) ** 2
-        return F.relu(feature.pow(2).sum(1) * tan2 - proj.clamp_min(0).pow(2)).mean() - 0.1 * proj.mean() / feature.norm(dim=1).mean()
+        # hinge on the cosine: push the feature into the cone of half-angle target_angle
+        # around u. (The cone form relu(|f|^2 tan^2 - relu(f.u)^2) has no gradient on f.u
+        # while the feature starts on the far side, half the images; it shrinks |f| instead.)
+        cosine = F.normalize(feature, dim=1) @ u
+        return F.relu(np.cos(np.deg2rad(self.target_angle)) - cosine).mean()
 
     def embed(self, images, key: Key):
         from ..imageio import restore_form
@@ -202,13 +203,14 @@ class SSLMultiBit(_SSLMark, BitWatermarker):
     """Multi-bit mark: K secret directions, bits by the sign of the projections (hinge loss)."""
 
     def __init__(self, *, num_bits: int = 32, backbone: Any = DEFAULT_BACKBONE, target_psnr: float = 42.0,
-                 steps: int = 60, lr: float = 0.02, margin: float = 1.0, seed: int = 0, calibration: Any = "auto"):
+                 steps: int = 100, lr: float = 0.02, margin: float = 1.0, seed: int = 0, calibration: Any = "auto"):
         BitWatermarker.__init__(self, num_bits=num_bits, calibration=calibration)
         self._init_ssl(backbone=backbone, target_psnr=target_psnr, steps=steps, lr=lr, seed=seed)
         self.margin = float(margin)
 
     def config(self) -> dict[str, Any]:
-        return {"num_bits": self.num_bits}
+        # the backbone decides the decoder's null: a calibration holds for one backbone only
+        return {"num_bits": self.num_bits, "backbone": self.model_name}
 
     def directions(self) -> torch.Tensor:
         """K orthonormal carrier directions, fixed by the scheme (like a decoder's weights);
