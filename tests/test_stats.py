@@ -125,6 +125,9 @@ def test_hypercone_p_values_are_uniform_under_the_null():
     x = rng.standard_normal((20000, dim))
     cos = x @ u / np.linalg.norm(x, axis=1)
     assert sps.kstest(stats.hypercone_p_value(cos, dim), "uniform").pvalue > 0.001
+    dual = np.exp(stats.log_dual_hypercone_p_value(cos, dim))  # the SSL zero-bit test: |cos|
+    assert sps.kstest(dual, "uniform").pvalue > 0.001
+    assert np.mean(dual < 0.01) == pytest.approx(np.mean(np.abs(cos) >= np.quantile(np.abs(cos), 0.99)), abs=2e-3)
 
 
 def test_noncentral_chi2_p_values_are_uniform_under_the_null():

@@ -111,6 +111,12 @@ def log_hypercone_p_value(cosine, dim: int) -> np.ndarray:
     return np.where(c >= 0, upper, lower)
 
 
+def log_dual_hypercone_p_value(cosine, dim: int) -> np.ndarray:
+    """log P(|cos(X, u)| >= |c|): the dual hypercone around +u and -u (SSL zero-bit marks).
+    By the sign symmetry it is twice the one-sided tail at |c|."""
+    return np.minimum(0.0, np.log(2.0) + log_hypercone_p_value(np.abs(np.asarray(cosine, dtype=np.float64)), dim))
+
+
 def _log_betainc(y, a: float, b: float) -> np.ndarray:
     """log I_y(a, b), accurate where I underflows float64 (tiny y**a).
 

@@ -9,10 +9,10 @@ by projection after every step and at the end) and a perceptual attenuation that
 puts the change where the image is textured (a local-contrast heatmap, the
 role SSIM's heatmap plays in the paper).
 
-- ``ssl_zero_bit``: the feature enters the hypercone around the key's secret
-  unit vector u. Detection: cosine(f, u), p-value from the incomplete beta
-  function (``stats.log_hypercone_p_value``), recalibrated on clean images where
-  a calibration exists (whitened features are only roughly isotropic).
+- ``ssl_zero_bit``: the feature enters the dual hypercone around the key's secret
+  unit vector u (around +u or -u, as in the paper). Detection: |cosine(f, u)|,
+  p-value from the incomplete beta function (``stats.log_dual_hypercone_p_value``);
+  exact over random keys for any image, since u is uniform on the sphere.
 - ``ssl_multi_bit``: K secret orthonormal directions carry K bits by the sign
   of the projection (hinge loss); detection decodes signs and uses the bit
   machinery shared with the peers (binomial / calibrated Poisson-binomial).
@@ -155,7 +155,7 @@ class _SSLMark:
 
 @register_watermarker("ssl_zero_bit")
 class SSLZeroBit(_SSLMark, ScoreWatermarker):
-    """Zero-bit mark in a self-supervised feature space; hypercone test (incomplete beta)."""
+    """Zero-bit mark in a self-supervised feature space; dual hypercone test (incomplete beta)."""
 
     def __init__(self, *, backbone: Any = DEFAULT_BACKBONE, target_psnr: float = 42.0, steps: int = 100,
                  lr: float = 0.02, target_angle: float = 20.0, seed: int = 0, calibration: Any = "auto"):
@@ -175,11 +175,12 @@ class SSLZeroBit(_SSLMark, ScoreWatermarker):
         return u / u.norm()
 
     def _loss(self, feature: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
-        # hinge on the cosine: push the feature into the cone of half-angle target_angle
-        # around u. (The cone form relu(|f|^2 tan^2 - relu(f.u)^2) has no gradient on f.u
-        # while the feature starts on the far side, half the images; it shrinks |f| instead.)
+        # hinge on |cosine|: push the feature into the dual cone of half-angle target_angle
+        # around +u and -u, on the side it already leans to (as in the paper: an image whose
+        # feature starts on the far side of u need not cross the whole sphere). (A one-sided
+        # relu(|f|^2 tan^2 - relu(f.u)^2) has no gradient on f.u on the far side at all.)
         cosine = F.normalize(feature, dim=1) @ u
-        return F.relu(np.cos(np.deg2rad(self.target_angle)) - cosine).mean()
+        return F.relu(np.cos(np.deg2rad(self.target_angle)) - cosine.abs()).mean()
 
     def embed(self, images, key: Key):
         from ..imageio import restore_form
@@ -195,7 +196,7 @@ class SSLZeroBit(_SSLMark, ScoreWatermarker):
     def analytic_log_p(self, features: torch.Tensor, key: Key):
         u = self.direction(key)
         cosine = (F.normalize(features.double(), dim=1) @ u.double()).numpy()
-        return np.asarray(stats.log_hypercone_p_value(cosine, features.shape[1])), cosine, {}
+        return np.asarray(stats.log_dual_hypercone_p_value(cosine, features.shape[1])), cosine, {}
 
 
 @register_watermarker("ssl_multi_bit")
