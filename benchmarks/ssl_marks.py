@@ -77,7 +77,8 @@ def marking_time(method, backbone, steps_list, size=512, images=2):
     for steps in steps_list:
         wm = wmkit.create(method, backbone=backbone, steps=steps, calibration=None)
         key = generate_key(method, seed=1)
-        wm.embed(photos[:1], key) if steps == steps_list[0] else None  # warm-up (loads the backbone)
+        if steps == steps_list[0]:
+            wm.embed(photos[:1], key)  # warm-up (loads the backbone)
         start = time.perf_counter()
         wm.embed(photos, key)
         rows.append((steps, (time.perf_counter() - start) / images))

@@ -346,9 +346,10 @@ def resolve_null_model(watermarker, spec: Any):
         model = spec
     elif spec == "auto":
         # shipped calibrations exist only for the shipped detector models ('tiny'; '' = no model)
-        shipped_model = watermarker.model_name in ("", "tiny")
-        path = (shipped_calibration_path(watermarker.name, watermarker.config()) if kind is BitNullModel and shipped_model
-                else shipped_score_calibration_path(watermarker) if kind is ScoreNullModel else None)
+        if watermarker.model_name not in ("", "tiny"):
+            return None
+        path = (shipped_calibration_path(watermarker.name, watermarker.config()) if kind is BitNullModel
+                else shipped_score_calibration_path(watermarker))
         if path is None or not path.exists():
             return None
         model = kind.load(path)

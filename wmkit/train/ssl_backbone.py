@@ -43,13 +43,18 @@ VIEW_ATTACKS = ["random_crop@{s}", "gaussian_blur@{s}", "jpeg_diff@{s}", "gaussi
                 "contrast@{s}", "saturation@{s}", "rotate@{s}", "resize@{s}"]
 
 
+def _at_random_strength(template: str, generator: torch.Generator):
+    """The attack ``template`` ("name@{s}") at a strength drawn uniformly from [0.1, 0.9]."""
+    strength = float(torch.rand(1, generator=generator)) * 0.8 + 0.1
+    return parse_attack(template.format(s=round(strength, 3)))
+
+
 def _view(batch: torch.Tensor, generator: torch.Generator, size: int) -> torch.Tensor:
     """Two or three random attacks at random strengths, then back to a fixed size."""
     out = batch
     count = int(torch.randint(2, 4, (1,), generator=generator))
     for index in torch.randperm(len(VIEW_ATTACKS), generator=generator)[:count].tolist():
-        strength = float(torch.rand(1, generator=generator)) * 0.8 + 0.1
-        out = parse_attack(VIEW_ATTACKS[index].format(s=round(strength, 3)))(out, generator=generator)
+        out = _at_random_strength(VIEW_ATTACKS[index], generator)(out, generator=generator)
     if torch.rand(1, generator=generator) < 0.5:
         out = out.flip(-1)
     return F.interpolate(out, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
@@ -80,6 +85,8 @@ def vicreg(z1: torch.Tensor, z2: torch.Tensor, *, invariance: float = 25.0, vari
     return loss
 
 
+# whitening crops by size: marks are read at any size, so the null is fitted across sizes
+WHITENING_SIZES = {128: 0.5, 256: 0.3, 384: 0.2}
 MARKABILITY_ATTACKS = ["identity", "random_crop@{s}", "resize@{s}", "jpeg_diff@{s}", "gaussian_blur@{s}", "brightness@{s}", "rotate@{s}"]
 
 
@@ -92,8 +99,8 @@ def markability(model: torch.nn.Module, views: torch.Tensor, generator: torch.Ge
     with torch.enable_grad():
         grad, = torch.autograd.grad((model(x) * directions).sum(), x)
     delta = grad / grad.pow(2).mean(dim=(1, 2, 3), keepdim=True).sqrt().clamp_min(1e-12) * 10 ** (-psnr / 20)
-    spec = MARKABILITY_ATTACKS[int(torch.randint(len(MARKABILITY_ATTACKS), (1,), generator=generator))]
-    attack = parse_attack(spec.format(s=round(float(torch.rand(1, generator=generator)) * 0.8 + 0.1, 3)))
+    attack = _at_random_strength(MARKABILITY_ATTACKS[int(torch.randint(len(MARKABILITY_ATTACKS), (1,), generator=generator))],
+                                 generator)
     with torch.no_grad():
         params = attack.sample_params(x, generator)  # the same attack on both: replayed parameters
         pair = torch.cat([attack.apply((x + delta).clamp(0, 1), params), attack.apply(x.detach(), params)])
@@ -103,13 +110,17 @@ def markability(model: torch.nn.Module, views: torch.Tensor, generator: torch.Ge
     return -moved.clamp(max=cap).mean()
 
 
-def load_training_images(count: int, size: int, seed: int, images_dir: Optional[str]) -> torch.Tensor:
+def training_photos(images_dir: Optional[str]) -> list[torch.Tensor]:
+    """The photos crops are cut from: a folder's images, or the calibration group."""
     if images_dir:
         from ..imageio import iter_image_paths, load_image
 
-        photos = [load_image(p) for p in iter_image_paths([images_dir])]
-        return torch.stack(data.crops(count, size=size, seed=seed, photos=photos))
-    return torch.stack(data.crops(count, size=size, group="calibration", seed=seed))
+        return [load_image(p) for p in iter_image_paths([images_dir])]
+    return data.load_photos("calibration")
+
+
+def load_training_images(count: int, size: int, seed: int, photos: list[torch.Tensor]) -> torch.Tensor:
+    return torch.stack(data.crops(count, size=size, seed=seed, photos=photos))
 
 
 def train(*, out: Path, minutes: Optional[float], steps: Optional[int], width: int = 32, dim: int = 256,
@@ -117,7 +128,8 @@ def train(*, out: Path, minutes: Optional[float], steps: Optional[int], width: i
           objective: str = "vicreg", markability_weight: float = 10.0, fit_count: int = 1200) -> dict:
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)
-    images = load_training_images(count, 128, seed, images_dir)
+    photos = training_photos(images_dir)
+    images = load_training_images(count, 128, seed, photos)
     model = TinyBackbone(width=width, out_dim=dim)
     projector = torch.nn.Sequential(torch.nn.Linear(dim, 256), torch.nn.ReLU(), torch.nn.Linear(256, 64))
     params = list(model.parameters()) + list(projector.parameters())
@@ -148,7 +160,7 @@ def train(*, out: Path, minutes: Optional[float], steps: Optional[int], width: i
         if step % 50 == 0:
             print(f"step {step}  loss {sum(losses[-50:]) / 50:.3f}  moved {sum(moves[-50:]) / 50:.2f} sd  "
                   f"{time.perf_counter() - start:.0f} s", flush=True)
-    whitened = fit_whitening(model, fit_count=fit_count, seed=seed + 1, images_dir=images_dir)
+    whitened = fit_whitening(model, fit_count=fit_count, seed=seed + 1, photos=photos)
     provenance = {"steps": step, "seconds": round(time.perf_counter() - start), "final_loss": round(sum(losses[-50:]) / max(1, len(losses[-50:])), 4),
                   "batch": batch, "view_size": size, "train_images": count, "data": images_dir or "wmkit.data calibration group",
                   "objective": objective, "markability_weight": markability_weight,
@@ -158,17 +170,13 @@ def train(*, out: Path, minutes: Optional[float], steps: Optional[int], width: i
     return provenance
 
 
-# whitening crops by size: marks are read at any size, so the null is fitted across sizes
-WHITENING_SIZES = {128: 0.5, 256: 0.3, 384: 0.2}
-
-
-def fit_whitening(model: TinyBackbone, *, fit_count: int, seed: int, images_dir: Optional[str]) -> WhitenedBackbone:
+def fit_whitening(model: TinyBackbone, *, fit_count: int, seed: int, photos: list[torch.Tensor]) -> WhitenedBackbone:
     """PCA whitening fitted on ``fit_count`` crops (other crops than training's) at several sizes."""
     model.eval().half().float()  # the shipped file is fp16: fit the whitening to the weights that ship
     features = []
     with torch.no_grad():
         for size, share in WHITENING_SIZES.items():
-            images = load_training_images(max(1, round(fit_count * share)), size, seed + size, images_dir)
+            images = load_training_images(max(1, round(fit_count * share)), size, seed + size, photos)
             features += [model(images[i:i + 25]) for i in range(0, len(images), 25)]
     whitened = WhitenedBackbone(model, model.config["out_dim"])
     whitened.fit_whitening(torch.cat(features))
