@@ -17,7 +17,7 @@ from wmkit.errors import ConfigError, WeightsError
 from wmkit.finetune import finetune_decoder
 from wmkit.keys import generate_key, save_key
 from wmkit.models.hidden import (HiddenEncoder, HiddenExtractor, WhitenedExtractor, load_hidden,
-                                 load_torchscript_extractor, save_hidden)
+                                 load_torchscript_extractor, period_candidates, reading_as_trained, save_hidden)
 
 BITS = 48
 
@@ -31,7 +31,7 @@ def smooth(n: int, size: int = 64, seed: int = 0) -> torch.Tensor:
 def hidden_dir(tmp_path_factory):
     """A small random HiDDeN pair, whitened on random smooth images, saved like the shipped one."""
     torch.manual_seed(0)
-    encoder, raw = HiddenEncoder(BITS, channels=8, grid=4).eval(), HiddenExtractor(BITS, channels=8, side=32).eval()
+    encoder, raw = HiddenEncoder(BITS, channels=8).eval(), HiddenExtractor(BITS, channels=8, layers=2).eval()
     extractor = WhitenedExtractor(raw, BITS)
     with torch.no_grad():
         extractor.fit_whitening(raw(smooth(200, seed=1)))
@@ -80,6 +80,73 @@ def test_save_and_load_round_trip(hidden_dir, tmp_path):
     assert torch.allclose(extractor(x), original(x)) and provenance["test"] is True
     assert encoder(x, torch.ones(2, BITS)).shape == x.shape
     with pytest.raises(WeightsError, match="missing"):
+        load_hidden(tmp_path)
+
+
+def tiled(size: int = 128, seed: int = 0, amplitude: float = 0.04) -> torch.Tensor:
+    """A smooth image plus one random 8 x 8 tile repeated over it (a stand-in for a mark)."""
+    tile = torch.randn(1, 3, 8, 8, generator=torch.Generator().manual_seed(seed + 100))
+    return (smooth(1, size, seed) * 0.8 + 0.1 + amplitude * tile.repeat(1, 1, size // 8, size // 8)).clamp(0, 1)
+
+
+def test_period_candidates_find_a_rescaled_tile():
+    image = tiled(160)
+    assert abs(period_candidates(image[0], 8)[0] / 8 - 1) < 0.01
+    for factor in (1.37, 0.6):
+        rescaled = F.interpolate(image, scale_factor=factor, mode="bilinear", align_corners=False, antialias=factor < 1)
+        found = period_candidates(rescaled[0], 8, count=3)
+        assert any(abs(t / (8 * factor) - 1) < 0.01 for t in found), (factor, found)
+
+
+def test_extractor_reads_a_tiled_mark_the_same_after_shifts_crops_and_rescaling():
+    """Translation invariance by construction (fold + phase search) and the rescaling search:
+    a random, untrained extractor gives the same reading of a tiled pattern however the
+    image is cropped, shifted or rescaled; without the search a rescaled copy reads differently."""
+    torch.manual_seed(1)
+    extractor = HiddenExtractor(BITS, channels=8, layers=2).eval()
+    with torch.no_grad():  # no biases: the reading is the mark's alone, not a constant every image shares
+        for module in extractor.modules():
+            if getattr(module, "bias", None) is not None:
+                module.bias.zero_()
+    image = 0.5 + 0.2 * (tiled(160, amplitude=0.3) - 0.5)
+    cos = lambda a, b: float(F.cosine_similarity(a, b, dim=-1))  # noqa: E731
+    with torch.no_grad():
+        reference = extractor(image)
+        assert cos(reference, extractor(image[..., 3:131, 5:149])) > 0.98  # a crop at an odd offset
+        bigger = F.interpolate(image, scale_factor=1.3, mode="bilinear", align_corners=False)
+        assert cos(reference, extractor(bigger)) > 0.9
+        with reading_as_trained(extractor):
+            assert extractor.scale_candidates == 0 and extractor.forced_phase == 0
+            assert cos(reference, extractor(bigger)) < 0.8
+            assert torch.equal(extractor(image), extractor(image, phase=0))
+        assert extractor.scale_candidates == 3 and extractor.forced_phase is None
+        # the phase forced by training reads one phase only
+        assert extractor(image, phase=0).shape == (1, BITS)
+    with pytest.raises(ValueError, match="period"):
+        extractor(torch.rand(1, 3, 6, 6))
+
+
+def test_training_recipe_runs_a_few_steps_and_goes_on_from_its_output(tmp_path):
+    from wmkit.train.hidden import train
+
+    small = dict(size=32, batch=4, count=16, channels=8, whitening_crops=((64, 60),), log_every=1)
+    first = train(out=tmp_path / "a", minutes=None, steps=3, **small)
+    encoder, extractor, provenance = load_hidden(tmp_path / "a")
+    assert first["steps"] == 3 and provenance["arch"]["period"] == 8 and extractor.extractor.scale_candidates == 3
+    # --init FOLDER --steps 0: the same networks, only the whitening refitted
+    again = train(out=tmp_path / "b", minutes=None, steps=0, init=tmp_path / "a", **small)
+    _, refit, _ = load_hidden(tmp_path / "b")
+    assert again["steps"] == 0 and again["init_provenance"]["steps"] == 3
+    assert torch.equal(refit.extractor.linear.weight, extractor.extractor.linear.weight)
+
+
+def test_a_version_1_extractor_folder_is_refused_with_a_clear_error(tmp_path):
+    from safetensors.torch import save_file
+
+    for name in ("encoder", "extractor"):
+        save_file({"w": torch.zeros(1)}, tmp_path / f"{name}.safetensors",
+                  metadata={"format": "wmkit-hidden", "version": "1", "arch": '{"num_bits": 48, "side": 64}'})
+    with pytest.raises(WeightsError, match="retrain"):
         load_hidden(tmp_path)
 
 
@@ -146,6 +213,24 @@ def test_wrap_swaps_the_decoder_caches_it_and_unwrap_restores(pipe, hidden_dir, 
     assert len(again.detect(out, key)) == 2
     with pytest.raises(ConfigError, match="pipeline"):
         wmkit.wrap(random_pipeline(1), again, key)  # made for another pipeline
+
+
+def test_decoder_cache_tells_retrained_extractors_apart(pipe, hidden_dir, tmp_path, monkeypatch):
+    """The same extractor path with new weights must not reuse a decoder made for the old ones."""
+    import shutil
+
+    monkeypatch.setenv("WMKIT_CACHE", str(tmp_path / "cache"))
+    folder = tmp_path / "extractor"
+    shutil.copytree(hidden_dir, folder)
+    key = generate_key("stable_signature", seed=5)
+    before = wmkit.create("stable_signature", pipeline=pipe, extractor=str(folder)).decoder_cache_path(key)
+    assert before == wmkit.create("stable_signature", pipeline=pipe, extractor=str(folder)).decoder_cache_path(key)
+    encoder, extractor, _ = load_hidden(folder)
+    with torch.no_grad():
+        extractor.extractor.linear.bias.add_(0.5)  # "retrained"
+    save_hidden(encoder, extractor, folder, provenance={})
+    after = wmkit.create("stable_signature", pipeline=pipe, extractor=str(folder)).decoder_cache_path(key)
+    assert after != before and key.fingerprint in after.name
 
 
 def test_hidden_marks_at_the_requested_psnr(hidden_dir):

@@ -11,10 +11,13 @@ decoder (the target, computed once too) and through the trainable copy; the loss
 
 SSIM (kornia) is the perceptual part (nothing to download, unlike Watson-VGG/LPIPS); the MSE
 term pins colours, which SSIM tolerates. The paper's settings: 100 steps, batch 4, AdamW,
-lr 1e-4 with warm-up and cosine decay; the same here, except that the training crops are
-128 px by default instead of 256: the decoder is convolutional, and a step costs a quarter
-(about 1.5 s instead of 6 s for the tiny VAE on 2 CPU cores). Works for any diffusers
-AutoencoderKL.
+lr 1e-4 with warm-up and cosine decay; the same here, except for two measured departures:
+lr 1e-3 (with wmkit's extractor on the tiny VAE, 1e-4 barely moves the decoder: 0.60 bit
+accuracy at 43 dB after 100 steps; 1e-3 reaches 0.97 on new photos at 33.5 dB; pass
+lr=1e-4 for Stable Diffusion's VAE, as in the paper), and training crops of 128 px instead
+of 256: the decoder is convolutional, and a step costs a quarter. While training, a wmkit
+extractor reads at phase 0 and at the image's own scale (``reading_as_trained``): the
+decoder writes on its own 8 x 8 grid. Works for any diffusers AutoencoderKL.
 """
 from __future__ import annotations
 
@@ -28,6 +31,7 @@ import torch
 import torch.nn.functional as F
 
 from .errors import ConfigError
+from .models.hidden import reading_as_trained
 
 
 @dataclass
@@ -54,7 +58,7 @@ def finetune_decoder(
     steps: int = 100,
     batch: int = 4,
     size: int = 128,
-    lr: float = 1e-4,
+    lr: float = 1e-3,
     bit_weight: float = 1.0,
     image_weight: float = 2.0,
     num_images: int = 32,
@@ -104,23 +108,25 @@ def finetune_decoder(
     warmup = max(1, steps // 10)
     start, losses = time.perf_counter(), []
     bar = tqdm(range(steps), desc="fine-tune decoder", unit="step", disable=not progress)
-    for step in bar:
-        scale = (step + 1) / warmup if step < warmup else 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, steps - warmup)))
-        for group in optimiser.param_groups:
-            group["lr"] = lr * scale
-        index = torch.randint(len(latents), (min(batch, len(latents)),), generator=generator)
-        out = decode(latents[index])
-        logits = extractor(out)
-        bit_loss = F.binary_cross_entropy_with_logits(logits, bits.expand_as(logits))
-        target = targets[index]
-        image_loss = 2 * ssim_loss(out, target, window_size=11) + 10 * F.mse_loss(out, target)
-        loss = bit_weight * bit_loss + image_weight * image_loss
-        optimiser.zero_grad()
-        loss.backward()
-        optimiser.step()
-        losses.append(loss.item())
-        if progress:
-            bar.set_postfix(bits=f"{((logits.detach() > 0).float() == bits).float().mean().item():.3f}", loss=f"{losses[-1]:.3f}")
+    # the decoder writes at the image's own scale, on its own grid: no search while training
+    with reading_as_trained(extractor):
+        for step in bar:
+            scale = (step + 1) / warmup if step < warmup else 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, steps - warmup)))
+            for group in optimiser.param_groups:
+                group["lr"] = lr * scale
+            index = torch.randint(len(latents), (min(batch, len(latents)),), generator=generator)
+            out = decode(latents[index])
+            logits = extractor(out)
+            bit_loss = F.binary_cross_entropy_with_logits(logits, bits.expand_as(logits))
+            target = targets[index]
+            image_loss = 2 * ssim_loss(out, target, window_size=11) + 10 * F.mse_loss(out, target)
+            loss = bit_weight * bit_loss + image_weight * image_loss
+            optimiser.zero_grad()
+            loss.backward()
+            optimiser.step()
+            losses.append(loss.item())
+            if progress:
+                bar.set_postfix(bits=f"{((logits.detach() > 0).float() == bits).float().mean().item():.3f}", loss=f"{losses[-1]:.3f}")
     decoder.eval()
     with torch.no_grad():
         accs, psnrs = [], []

@@ -1,8 +1,10 @@
 """HiDDeN-style watermark networks (Zhu et al., 2018) as used by Stable Signature.
 
-- ``HiddenEncoder``: (image, message bits) -> a residual to add to the image.
-- ``HiddenExtractor``: image (any size) -> one logit per bit.
-  Both differ from HiDDeN where CPU training demanded it (see their docstrings).
+- ``HiddenEncoder``: (image, message bits) -> a residual to add to the image; the message
+  is written as one small tile repeated over the whole image.
+- ``HiddenExtractor``: image (any size, any crop, rescaled or not) -> one logit per bit, read
+  from the features folded onto that tile. Both differ from HiDDeN where CPU training
+  demanded it (see their docstrings).
 - ``WhitenedExtractor``: the extractor followed by a ZCA whitening of its logits fitted on
   unwatermarked images (Stable Signature whitens its extractor the same way, with PCA):
   clean images then give centred, decorrelated, unit-variance outputs, so their bits are
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import json
 import os
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Optional
 
@@ -39,48 +42,188 @@ def _block(cin: int, cout: int) -> nn.Sequential:
 class HiddenEncoder(nn.Module):
     """Message encoder: (image, bits) -> a residual in [-1, 1] (scaled by the caller).
 
-    The message enters as a learned low-resolution *carrier map* (a linear layer from the
-    bits to ``carriers`` x ``grid`` x ``grid`` values, upsampled to the image size) that is
-    concatenated with image features. HiDDeN spreads the bits as constant maps instead; from
-    constant maps the encoder can only make spatially varying patterns through slow,
-    nonlinear interplay with the image, and on our CPU budget it stalled at 55% bit accuracy,
-    where the carrier map reaches 99% in 200 steps."""
+    The message enters as a learned *carrier tile*: a linear layer from the bits to
+    ``carriers`` x ``period`` x ``period`` values, repeated over the whole image (at a cyclic
+    ``phase``) and concatenated with image features, so the residual can follow the image
+    while the message is written the same way everywhere: a crop or a shift of the marked
+    image still holds every bit, and ``HiddenExtractor`` reads it at whatever phase it finds.
+    HiDDeN spreads the bits as constant maps instead; from those the encoder can only make
+    spatial patterns through slow, nonlinear interplay with the image, and on our CPU budget
+    it stalled at 55% bit accuracy. ``period`` 8 matches the 8 x 8 pixels each latent of a
+    Stable Diffusion-style VAE decodes to, which lets a fine-tuned decoder write the same
+    message into every image it decodes (Stable Signature)."""
 
-    def __init__(self, num_bits: int = 48, channels: int = 32, grid: int = 16, carriers: int = 8):
+    def __init__(self, num_bits: int = 48, channels: int = 32, period: int = 8, carriers: int = 8):
         super().__init__()
-        self.num_bits, self.channels, self.grid, self.carriers = num_bits, channels, grid, carriers
-        self.message = nn.Linear(num_bits, carriers * grid * grid)
+        self.num_bits, self.channels, self.period, self.carriers = num_bits, channels, period, carriers
+        self.message = nn.Linear(num_bits, carriers * period * period)
         self.features = nn.Sequential(_block(3, channels), _block(channels, channels))
         self.merge = _block(channels + 3 + carriers, channels)
         self.out = nn.Conv2d(channels, 3, 1)
 
-    def forward(self, images: torch.Tensor, bits: torch.Tensor) -> torch.Tensor:
+    def forward(self, images: torch.Tensor, bits: torch.Tensor, phase: tuple[int, int] = (0, 0)) -> torch.Tensor:
         x = images * 2 - 1
-        carrier = self.message(bits.to(x.dtype) * 2 - 1).view(-1, self.carriers, self.grid, self.grid)
-        carrier = F.interpolate(carrier, size=x.shape[-2:], mode="bilinear", align_corners=False)
+        tile = self.message(bits.to(x.dtype) * 2 - 1).view(-1, self.carriers, self.period, self.period)
+        height, width = x.shape[-2:]
+        reps = (-(-(height + phase[0]) // self.period), -(-(width + phase[1]) // self.period))
+        carrier = tile.repeat(1, 1, *reps)[..., phase[0]:phase[0] + height, phase[1]:phase[1] + width]
         h = self.merge(torch.cat([self.features(x), x, carrier], dim=1))
         return torch.tanh(self.out(h))
 
 
+def period_candidates(image: torch.Tensor, period: int, count: int = 3, low: float = 0.5, high: float = 2.0,
+                      resolution: float = 0.005) -> list[float]:
+    """The ``count`` likeliest periods (in pixels) of a periodic pattern in ``image`` (3, H, W),
+    between ``low`` and ``high`` times ``period``: the peaks of the high-passed image's
+    autocorrelation along both axes, each scored over all its multiples (a rescaled tile
+    repeats at k x its period for every k, natural texture does not). Sub-pixel: a period
+    that is wrong by 1% drifts by a whole pixel every 100 pixels and ruins the fold."""
+    x = image.float()  # all channels: the tile is coloured
+    residual = x - F.avg_pool2d(F.pad(x[None], (1, 1, 1, 1), mode="replicate"), 3, 1)[0]
+    spectrum = torch.fft.rfft2(residual)
+    auto = torch.fft.irfft2(spectrum.abs().pow(2), s=residual.shape[-2:]).sum(0).double()
+    auto = auto / auto[0, 0].clamp_min(1e-12)
+    height, width = auto.shape
+    rows, cols = auto[:, 0], auto[0, :]
+    periods = torch.arange(low * period, high * period + 1e-9, resolution * period, dtype=torch.float64)
+
+    def at(profile: torch.Tensor, lags: torch.Tensor) -> torch.Tensor:  # linear interpolation
+        base = lags.floor().long()
+        frac = lags - base
+        return profile[base] * (1 - frac) + profile[base + 1] * frac
+
+    limit = min(height, width) // 2 - 1
+    multiples = torch.arange(1, int(limit // periods[0]) + 2, dtype=periods.dtype)
+    lags = periods[:, None] * multiples[None, :]  # (periods, multiples)
+    valid = lags <= limit
+    lags = lags.clamp(max=limit)
+    scores = (0.5 * (at(rows, lags) + at(cols, lags)) * valid).sum(1) / valid.sum(1).clamp_min(1)
+    # local maxima, strongest first, at least 2% apart
+    chosen: list[float] = []
+    for i in scores.argsort(descending=True).tolist():
+        t = float(periods[i])
+        left, right = scores[max(i - 1, 0)], scores[min(i + 1, len(scores) - 1)]
+        if scores[i] < left or scores[i] < right or any(abs(t / c - 1) < 0.02 for c in chosen):
+            continue
+        chosen.append(t)
+        if len(chosen) == count:
+            break
+    return chosen
+
+
 class HiddenExtractor(nn.Module):
-    """Bit extractor: the image resized to ``side`` x ``side`` (any input size, read at
-    relative positions, so resizing does not move the message), three strided convolutions
-    and a linear layer to one logit per bit. Unlike HiDDeN's global average this reads
-    positions: robust to resizing, compression and colour changes, not to crops that move
-    the content (benchmarks/stable_signature.py measures it)."""
+    """Bit extractor that is translation-invariant by construction: full-resolution
+    convolutions, then the feature maps *folded* onto one ``period`` x ``period`` tile
+    (averaged over all tiles, the way a periodic mark adds up coherently and the image
+    averages out), then one linear read-out per cyclic phase of that tile; the phase whose
+    logits stand out most from the others wins. Any crop, at any offset, is read like the whole
+    image, with fewer tiles to average. The winner is chosen by a squared distance, blind to
+    which way the logits point, so unmarked images still give near-fair bits (the
+    benchmarks' calibration on unseen photos checks it).
 
-    def __init__(self, num_bits: int = 48, channels: int = 32, side: int = 64):
+    Rescaled images (a resize, a crop resized back) change the period: the image is also
+    read after rescaling by ``period / T`` for the ``scale_candidates`` likeliest periods T
+    found by ``period_candidates``, and the most coherent fold wins (0: read
+    images at their own size only, as during training).
+    HiDDeN (and Stable Signature) pool globally instead and must learn the invariance; the
+    fold is the same pooling with the tile's period made explicit, which trains on a CPU.
+    """
+
+    RESCALED_MARGIN = 10.0  # see _best_over_scales
+
+    def __init__(self, num_bits: int = 48, channels: int = 32, period: int = 8, layers: int = 3,
+                 scale_candidates: int = 3):
         super().__init__()
-        self.num_bits, self.channels, self.side = num_bits, channels, side
-        self.body = nn.Sequential(
-            nn.Conv2d(3, channels, 3, 2, 1), nn.GELU(), nn.Conv2d(channels, channels, 3, 2, 1), nn.GELU(),
-            nn.Conv2d(channels, channels, 3, 2, 1), nn.GELU(),
-        )
-        self.linear = nn.Linear(channels * (side // 8) ** 2, num_bits)
+        self.num_bits, self.channels, self.period, self.layers = num_bits, channels, period, layers
+        self.scale_candidates = scale_candidates
+        self.forced_phase: Optional[int] = None  # see reading_as_trained
+        convs: list[nn.Module] = [nn.Conv2d(3, channels, 3, padding=1)]
+        for _ in range(layers - 1):
+            convs += [nn.GELU(), nn.Conv2d(channels, channels, 3, padding=1)]
+        self.body = nn.Sequential(*convs)
+        self.linear = nn.Linear(channels * period * period, num_bits)
 
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        x = F.interpolate(images * 2 - 1, size=(self.side, self.side), mode="bilinear", antialias=True, align_corners=False)
-        return self.linear(self.body(x).flatten(1))
+    def fold(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, 3, H, W) -> the features averaged over all tiles, (B, channels, period, period),
+        and the fold's *coherence* (B,): the spread of that average tile over what the spread
+        within tiles would give by chance (an F statistic, ~1 without a periodic pattern, in
+        the hundreds and more for a mark read at its own scale)."""
+        h = self.body(images * 2 - 1)
+        p = self.period
+        rows, cols = h.shape[-2] // p, h.shape[-1] // p
+        if rows == 0 or cols == 0:
+            raise ValueError(f"images smaller than the {p} px period cannot be read")
+        h = h[..., : rows * p, : cols * p].reshape(h.shape[0], h.shape[1], rows, p, cols, p)
+        tile = h.mean(dim=(2, 4))
+        between = (tile - tile.mean(dim=(2, 3), keepdim=True)).pow(2).mean(dim=(1, 2, 3))
+        within = (h - tile[:, :, None, :, None, :]).pow(2).mean(dim=(1, 2, 3, 4, 5)) / (rows * cols)
+        return tile, between / within.clamp_min(1e-12)
+
+    def phase_logits(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, period**2, num_bits): the read-out at every cyclic phase of the folded tile; and the coherence (B,)."""
+        tile, coherence = self.fold(images)
+        p = self.period
+        rolled = torch.stack([torch.roll(tile, (dy, dx), dims=(2, 3)) for dy in range(p) for dx in range(p)], dim=1)
+        return self.linear(rolled.flatten(2)), coherence
+
+    def forward(self, images: torch.Tensor, phase: Optional[int] = None) -> torch.Tensor:
+        """Logits at the phase (and scale) where the mark stands out most; ``phase`` forces one (training)."""
+        logits, coherence = self.phase_logits(images)
+        phase = self.forced_phase if phase is None else phase
+        if phase is not None:
+            return logits[:, phase]
+        best = torch.stack([self._best_phase(own) for own in logits])
+        if not self.scale_candidates:
+            return best
+        return torch.stack([self._best_over_scales(image, *own) for image, own in zip(images, zip(best, coherence.detach()))])
+
+    @staticmethod
+    def _best_phase(readings: torch.Tensor) -> torch.Tensor:
+        """The logits, of (phases, bits) readings of one image, at the phase that sits furthest
+        from the average over phases (what every phase shares, e.g. a constant offset, cancels)."""
+        return readings[(readings - readings.mean(0)).pow(2).sum(-1).argmax()]
+
+    def _best_over_scales(self, image: torch.Tensor, best: torch.Tensor, coherence: torch.Tensor) -> torch.Tensor:
+        """The reading of one image at its own scale, unless one of its likeliest rescalings
+        folds ``RESCALED_MARGIN`` times more coherently (then the most coherent of those).
+
+        Coherence, not the logits' energy, compares scales (measured: a downscaled image has
+        more detail and larger logits; on marked images the right scale's coherence is tens
+        to thousands of times the others'). The margin is there because the mark's harmonics
+        are coherent too: a tile with a strong period-4 component also folds coherently after
+        a 2x upscale, and one of period 8 after a 2x downscale. Measured on photos through a
+        fine-tuned decoder: the most coherent reading was a harmonic on 1 photo of 16, the
+        shortest coherent period on 4 of 16; preferring the own scale, on none. The price:
+        an image halved in size is read at its own scale if that reading is coherent."""
+        chosen, strongest = best, float(coherence) * self.RESCALED_MARGIN
+        for t in period_candidates(image.detach(), self.period, self.scale_candidates):
+            if abs(t / self.period - 1) < 0.01:
+                continue  # the image's own scale, read already
+            size = [max(self.period, round(n * self.period / t)) for n in image.shape[-2:]]
+            rescaled = F.interpolate(image[None], size=size, mode="bilinear", align_corners=False, antialias=t < self.period)
+            logits, score = self.phase_logits(rescaled)
+            if float(score[0].detach()) > strongest:
+                chosen, strongest = self._best_phase(logits[0]), float(score[0].detach())
+        return chosen
+
+
+@contextmanager
+def reading_as_trained(module: nn.Module):
+    """Within: every ``HiddenExtractor`` in ``module`` reads as in its training's first
+    steps: at the images' own scale and at phase 0, no search. For training a generator
+    against it (Stable Signature's decoder): a decoder writes on its own fixed 8 x 8 grid,
+    so one phase is all it needs, and a search whose winner changes from image to image
+    while there is no mark yet sends it contradictory gradients (measured: 100 steps at
+    lr 1e-3 left the bits at 0.61 with the search, see README)."""
+    extractors = [m for m in module.modules() if isinstance(m, HiddenExtractor)]
+    saved = [(m.scale_candidates, m.forced_phase) for m in extractors]
+    for m in extractors:
+        m.scale_candidates, m.forced_phase = 0, 0
+    try:
+        yield module
+    finally:
+        for m, (count, phase) in zip(extractors, saved):
+            m.scale_candidates, m.forced_phase = count, phase
 
 
 class WhitenedExtractor(nn.Module):
@@ -151,9 +294,9 @@ def save_hidden(encoder: HiddenEncoder, extractor: WhitenedExtractor, folder: st
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     raw = extractor.extractor
-    arch = {"num_bits": raw.num_bits, "channels": raw.channels, "side": raw.side,
-            "encoder_channels": encoder.channels, "grid": encoder.grid, "carriers": encoder.carriers}
-    meta = {"format": "wmkit-hidden", "version": "1", "arch": json.dumps(arch)}
+    arch = {"num_bits": raw.num_bits, "channels": raw.channels, "period": raw.period, "layers": raw.layers,
+            "scale_candidates": raw.scale_candidates, "encoder_channels": encoder.channels, "carriers": encoder.carriers}
+    meta = {"format": "wmkit-hidden", "version": "2", "arch": json.dumps(arch)}
     files = [folder / "encoder.safetensors", folder / "extractor.safetensors", folder / "provenance.json"]
     save_file({k: v.half().contiguous() if v.is_floating_point() else v.contiguous() for k, v in encoder.state_dict().items()}, files[0], metadata=meta)
     # the whitening stays fp32: it multiplies logits whose scale fp16 would round away
@@ -162,6 +305,13 @@ def save_hidden(encoder: HiddenEncoder, extractor: WhitenedExtractor, folder: st
     save_file(state, files[1], metadata=meta)
     files[2].write_text(json.dumps({**provenance, "arch": arch}, indent=2) + "\n")
     return files
+
+
+def build_hidden(arch: dict[str, Any]) -> tuple[HiddenEncoder, WhitenedExtractor]:
+    """Untrained (encoder, whitened extractor) of the architecture ``save_hidden`` records."""
+    encoder = HiddenEncoder(arch["num_bits"], arch["encoder_channels"], arch["period"], arch["carriers"])
+    raw = HiddenExtractor(arch["num_bits"], arch["channels"], arch["period"], arch["layers"], arch["scale_candidates"])
+    return encoder, WhitenedExtractor(raw, arch["num_bits"])
 
 
 def load_hidden(folder: str | os.PathLike) -> tuple[HiddenEncoder, WhitenedExtractor, dict[str, Any]]:
@@ -180,8 +330,10 @@ def load_hidden(folder: str | os.PathLike) -> tuple[HiddenEncoder, WhitenedExtra
         if meta.get("format") != "wmkit-hidden":
             raise WeightsError(f"{paths[1]}: not a wmkit HiDDeN extractor")
         arch = json.loads(meta["arch"])
-        encoder = HiddenEncoder(arch["num_bits"], arch["encoder_channels"], arch["grid"], arch["carriers"])
-        extractor = WhitenedExtractor(HiddenExtractor(arch["num_bits"], arch["channels"], arch["side"]), arch["num_bits"])
+        if "period" not in arch:
+            raise WeightsError(f"{paths[1]}: a version 1 (positional) wmkit HiDDeN extractor, no longer read; "
+                               "retrain it with `python -m wmkit.train.hidden`")
+        encoder, extractor = build_hidden(arch)
         encoder.load_state_dict({k: v.float() for k, v in load_file(str(paths[0])).items()})
         extractor.load_state_dict({k: v.float() for k, v in load_file(str(paths[1])).items()})
     except (OSError, KeyError, RuntimeError, json.JSONDecodeError) as exc:

@@ -54,6 +54,7 @@ class ExtractorBits(BitWatermarker):
         # below), not an option
         self._extractor_spec = extractor
         self._loaded: Optional[tuple] = None
+        self._digest: Optional[str] = None
         if isinstance(extractor, torch.nn.Module):
             num_bits = int(getattr(extractor, "num_bits", 0)) or None
         else:
@@ -90,6 +91,19 @@ class ExtractorBits(BitWatermarker):
     @property
     def model_name(self) -> str:
         return self._load()[2]
+
+    def extractor_digest(self) -> str:
+        """12 hex digits of sha256 over the extractor's weights: tells retrained weights
+        behind the same name apart (e.g. for caches of what was made against them)."""
+        if self._digest is None:
+            import hashlib
+
+            h = hashlib.sha256()
+            for name, tensor in sorted(self.extractor.state_dict().items()):
+                h.update(name.encode())
+                h.update(tensor.detach().float().contiguous().numpy().tobytes())
+            self._digest = h.hexdigest()[:12]
+        return self._digest
 
     def config(self) -> dict[str, Any]:
         spec = self._extractor_spec

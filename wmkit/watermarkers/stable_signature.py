@@ -70,10 +70,11 @@ class StableSignature(ExtractorBits):
 
     # -- decoders -------------------------------------------------------------------------------------
     def decoder_cache_path(self, key: Key) -> Path:
-        # named by what the decoder is for: pipeline, extractor and key. Not by the recipe: a
-        # decoder made with `wmkit finetune-decoder --steps N` is the one later calls use
-        # (its metadata records the steps; --overwrite makes a new one)
-        tag = f"{self.pipeline_name()}|{self.model_name}"
+        # named by what the decoder is for: pipeline, extractor (its name and its weights, so a
+        # retrained extractor never meets a decoder made for the old one) and key. Not by the
+        # recipe: a decoder made with `wmkit finetune-decoder --steps N` is the one later calls
+        # use (its metadata records the steps; --overwrite makes a new one)
+        tag = f"{self.pipeline_name()}|{self.model_name}|{self.extractor_digest()}"
         digest = hashlib.sha256(tag.encode()).hexdigest()[:12]
         return cache_dir() / f"decoder-{digest}-{key.fingerprint}.safetensors"
 
