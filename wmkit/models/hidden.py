@@ -123,8 +123,9 @@ class HiddenExtractor(nn.Module):
 
     Rescaled images (a resize, a crop resized back) change the period: the image is also
     read after rescaling by ``period / T`` for the ``scale_candidates`` likeliest periods T
-    found by ``period_candidates``, and the most coherent fold wins (0: read
-    images at their own size only, as during training).
+    found by ``period_candidates``; a rescaled reading wins only if its fold is
+    ``RESCALED_MARGIN`` times more coherent than the own-scale one (``_best_over_scales``
+    says why; 0 candidates: read images at their own size only, as during training).
     HiDDeN (and Stable Signature) pool globally instead and must learn the invariance; the
     fold is the same pooling with the tile's period made explicit, which trains on a CPU.
     """
