@@ -1,15 +1,17 @@
 """Train the shipped HiDDeN encoder/extractor pair (weights/hidden/), the extractor Stable Signature reads.
 
-    python -m wmkit.train.hidden --minutes 25 [--bits 48] [--size 64] [--out weights/hidden] [--images-dir DIR]
+    python -m wmkit.train.hidden --minutes 30 --threads 2 [--bits 48] [--size 64] [--out weights/hidden] [--images-dir DIR]
 
 HiDDeN-style pre-training (Zhu et al. 2018, as in Stable Signature's recipe): the encoder
 adds a residual carrying random message bits to a crop (its carrier tile at a random
 phase), one random attack is applied (a crop that keeps the scale, a downscale and back,
 differentiable JPEG, blur, noise, brightness, contrast, saturation, hue, at strengths up to
 0.6, built on wmkit's Kornia attacks), and the extractor must read the bits back at
-whatever phase it finds them. The first 10% of steps are plain (no attack, the tile at
-phase 0, read at phase 0): the search over phases only helps once there is a message to
-find. Loss: binary cross-entropy on the bits + ``image_weight`` x MSE of the residual
+whatever phase it finds them. A curriculum in steps: 150 plain steps (no attack, the
+tile at phase 0, read at phase 0: the search over phases only helps once there is a
+message to find), 150 at random phases, then the attacks, ramped up over 1000 steps
+(``--init FOLDER`` goes on from a trained pair without it; ``--steps 0`` only refits the
+whitening). Loss: binary cross-entropy on the bits + ``image_weight`` x MSE of the residual
 (keeps the mark faint; ramped in over the first 30% of training). Then the extractor's
 logits on clean crops are whitened (ZCA, ``WhitenedExtractor``) so unmarked images give
 fair, independent bits.
