@@ -203,8 +203,9 @@ class HiddenExtractor(nn.Module):
             size = [max(self.period, round(n * self.period / t)) for n in image.shape[-2:]]
             rescaled = F.interpolate(image[None], size=size, mode="bilinear", align_corners=False, antialias=t < self.period)
             logits, score = self.phase_logits(rescaled)
-            if float(score[0].detach()) > strongest:
-                chosen, strongest = self._best_phase(logits[0]), float(score[0].detach())
+            score = float(score[0].detach())
+            if score > strongest:
+                chosen, strongest = self._best_phase(logits[0]), score
         return chosen
 
 

@@ -161,7 +161,6 @@ def train(*, out: Path, minutes: Optional[float], steps: Optional[int] = None, n
         "final_residual_psnr_db": round(sum(r[2] for r in recent) / len(recent), 2) if recent else None,
         "whitening": "ZCA on raw logits of clean crops (calibration group, seed+1), "
                      + ", ".join(f"{n} at {side} px" for side, n in whitening_crops) + ", read as in use (best phase and scale)",
-        "period": period, "scale_candidates": scale_candidates,
         "data": images_dir or "wmkit.data calibration group",
         "recipe": "python -m wmkit.train.hidden " + " ".join(sys.argv[1:]), "torch": torch.__version__,
         **({"init": str(init), "init_provenance": init_provenance} if init is not None else {}),
