@@ -94,3 +94,33 @@ def iter_crops(n, *, size=256, group="all", seed=0, min_scale=0.35, photos=None)
         top = int(rng.integers(0, height - side + 1))
         left = int(rng.integers(0, width - side + 1))
         yield _resize(photo[:, top : top + side, left : left + side], size)
+
+
+def copy_photos(group: str, folder: Path) -> list[Path]:
+    """Copy a group's photo files into ``folder`` (for a training machine without scikit-image:
+    the recipes read the folder with --images / --images-dir). Refuses to overwrite."""
+    import shutil
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    copied = []
+    for source in photo_paths(group):
+        target = folder / source.name
+        if target.exists():
+            raise ConfigError(f"{target} exists already: not overwritten")
+        shutil.copyfile(source, target)
+        copied.append(target)
+    return copied
+
+
+if __name__ == "__main__":
+    import argparse
+
+    parser = argparse.ArgumentParser(description="Copy the offline sample photos of a group into a folder.")
+    parser.add_argument("folder")
+    parser.add_argument("--group", default="calibration", choices=["calibration", "evaluation", "all"])
+    args = parser.parse_args()
+    try:
+        print(f"copied {len(copy_photos(args.group, Path(args.folder)))} photos to {args.folder}")
+    except ConfigError as error:
+        raise SystemExit(f"error: {error}") from None

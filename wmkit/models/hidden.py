@@ -81,7 +81,8 @@ def period_candidates(image: torch.Tensor, period: int, count: int = 3, low: flo
     x = image.float()  # all channels: the tile is coloured
     residual = x - F.avg_pool2d(F.pad(x[None], (1, 1, 1, 1), mode="replicate"), 3, 1)[0]
     spectrum = torch.fft.rfft2(residual)
-    auto = torch.fft.irfft2(spectrum.abs().pow(2), s=residual.shape[-2:]).sum(0).double()
+    # the profile search below is small scalar work: on the CPU, whatever device the image is on
+    auto = torch.fft.irfft2(spectrum.abs().pow(2), s=residual.shape[-2:]).sum(0).double().cpu()
     auto = auto / auto[0, 0].clamp_min(1e-12)
     height, width = auto.shape
     rows, cols = auto[:, 0], auto[0, :]

@@ -33,6 +33,7 @@ import torch.nn.functional as F
 
 from .. import data
 from ..attacks import parse_attack
+from . import training_device
 from ..models.hidden import HiddenEncoder, HiddenExtractor, WhitenedExtractor, load_hidden, save_hidden
 
 RESIDUAL_SCALE = 0.05  # the encoder's tanh output times this: at most +-13/255 before the image loss shrinks it
@@ -84,10 +85,11 @@ def training_images(count: int, size: int, seed: int, images_dir: Optional[str],
 def train(*, out: Path, minutes: Optional[float], steps: Optional[int] = None, num_bits: int = 48, size: int = 64,
           batch: int = 32, count: int = 3000, channels: int = 32, image_weight: float = 30.0, seed: int = 0,
           images_dir: Optional[str] = None, log_every: int = 100, period: int = 8, scale_candidates: int = 3,
-          init: Optional[Path] = None, whitening_crops: tuple = WHITENING_CROPS) -> dict:
+          init: Optional[Path] = None, whitening_crops: tuple = WHITENING_CROPS, device: str = "cpu") -> dict:
+    dev = training_device(device)
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)
-    images = training_images(count, size, seed, images_dir)
+    images = training_images(count, size, seed, images_dir).to(dev)
     # trained at the images' own scale; the search over rescalings is switched on for whitening and use
     if init is not None:  # go on from a trained pair: its architecture, no curriculum
         encoder, whitened_init, init_provenance = load_hidden(init)
@@ -98,6 +100,7 @@ def train(*, out: Path, minutes: Optional[float], steps: Optional[int] = None, n
         encoder = HiddenEncoder(num_bits, channels, period)
         extractor = HiddenExtractor(num_bits, channels, period, scale_candidates=0)
         done = 0
+    encoder.to(dev), extractor.to(dev)
     params = list(encoder.parameters()) + list(extractor.parameters())
     optimiser = torch.optim.AdamW(params, lr=LR, weight_decay=1e-4)
     start, step, log = time.perf_counter(), 0, []
@@ -109,10 +112,10 @@ def train(*, out: Path, minutes: Optional[float], steps: Optional[int] = None, n
         progress = max(step / total if steps is not None else 0.0, (time.perf_counter() - start) / budget)
         for group in optimiser.param_groups:  # constant, then linear decay over the last 30%
             group["lr"] = LR * min(1.0, (1.0 - progress) / 0.3)
-        x = images[torch.randint(len(images), (batch,), generator=generator)]
+        x = images[torch.randint(len(images), (batch,), generator=generator).to(dev)]
         if float(torch.rand(1, generator=generator)) < 0.5:
             x = x.flip(-1)
-        bits = torch.randint(0, 2, (batch, num_bits), generator=generator).float()
+        bits = torch.randint(0, 2, (batch, num_bits), generator=generator).float().to(dev)
         # A curriculum, in steps (measured: switching everything on at once, or after the
         # plain reading has saturated, collapses training to chance): plain reading first (no
         # attack, the tile at phase 0, read at phase 0); then random phases found by the
@@ -151,7 +154,8 @@ def train(*, out: Path, minutes: Optional[float], steps: Optional[int] = None, n
     with torch.no_grad():
         for crop_size, number in whitening_crops:
             clean = training_images(number, crop_size, seed + 1, images_dir)
-            logits += [extractor(clean[i:i + 50]) for i in range(0, len(clean), 50)]
+            logits += [extractor(clean[i:i + 50].to(dev)).cpu() for i in range(0, len(clean), 50)]
+    encoder.cpu(), whitened.cpu()
     whitened.fit_whitening(torch.cat(logits))
     recent = log[-log_every:] or log
     provenance = {
@@ -163,6 +167,7 @@ def train(*, out: Path, minutes: Optional[float], steps: Optional[int] = None, n
                      + ", ".join(f"{n} at {side} px" for side, n in whitening_crops) + ", read as in use (best phase and scale)",
         "data": images_dir or "wmkit.data calibration group",
         "recipe": "python -m wmkit.train.hidden " + " ".join(sys.argv[1:]), "torch": torch.__version__,
+        "device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu",
         **({"init": str(init), "init_provenance": init_provenance} if init is not None else {}),
     }
     save_hidden(encoder, whitened, out, provenance=provenance)
@@ -178,21 +183,23 @@ def main(argv=None) -> None:
     parser.add_argument("--size", type=int, default=64)
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--channels", type=int, default=32)
+    parser.add_argument("--count", type=int, default=3000, help="number of training crops")
     parser.add_argument("--period", type=int, default=8, help="the carrier tile's side in pixels (8: one latent of an f8 VAE)")
     parser.add_argument("--image-weight", type=float, default=30.0)
     parser.add_argument("--images-dir", default=None)
     parser.add_argument("--init", default=None, help="go on training this wmkit HiDDeN folder (--steps 0: refit its whitening only)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--log-every", type=int, default=100)
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (the weights are saved from a CPU copy)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     from ..calibration import weights_dir
 
     out = Path(args.out) if args.out else weights_dir() / "hidden"
     print(json.dumps(train(out=out, minutes=args.minutes, steps=args.steps, num_bits=args.bits, size=args.size,
-                           batch=args.batch, channels=args.channels, image_weight=args.image_weight,
+                           batch=args.batch, channels=args.channels, count=args.count, image_weight=args.image_weight,
                            images_dir=args.images_dir, log_every=args.log_every, period=args.period,
-                           init=Path(args.init) if args.init else None)))
+                           init=Path(args.init) if args.init else None, device=args.device)))
 
 
 if __name__ == "__main__":

@@ -37,6 +37,7 @@ import torch.nn.functional as F
 
 from .. import data
 from ..attacks import parse_attack
+from . import training_device
 from ..models.backbone import TinyBackbone, WhitenedBackbone, save_whitened
 
 VIEW_ATTACKS = ["random_crop@{s}", "gaussian_blur@{s}", "jpeg_diff@{s}", "gaussian_noise@{s}", "brightness@{s}",
@@ -95,7 +96,7 @@ def markability(model: torch.nn.Module, views: torch.Tensor, generator: torch.Ge
     """Minus the mean distance (in batch standard deviations) that a one-step perturbation
     at ``psnr`` dB moves the feature along a random direction, through a random attack."""
     x = views.detach().requires_grad_(True)
-    directions = F.normalize(torch.randn(x.shape[0], model.config["out_dim"], generator=generator), dim=1)
+    directions = F.normalize(torch.randn(x.shape[0], model.config["out_dim"], generator=generator), dim=1).to(x.device)
     with torch.enable_grad():
         grad, = torch.autograd.grad((model(x) * directions).sum(), x)
     delta = grad / grad.pow(2).mean(dim=(1, 2, 3), keepdim=True).sqrt().clamp_min(1e-12) * 10 ** (-psnr / 20)
@@ -125,13 +126,15 @@ def load_training_images(count: int, size: int, seed: int, photos: list[torch.Te
 
 def train(*, out: Path, minutes: Optional[float], steps: Optional[int], width: int = 32, dim: int = 256,
           batch: int = 32, size: int = 96, count: int = 600, seed: int = 0, images_dir: Optional[str] = None,
-          objective: str = "vicreg", markability_weight: float = 10.0, fit_count: int = 1200) -> dict:
+          objective: str = "vicreg", markability_weight: float = 10.0, fit_count: int = 1200,
+          device: str = "cpu") -> dict:
+    dev = training_device(device)
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)
     photos = training_photos(images_dir)
-    images = load_training_images(count, 128, seed, photos)
-    model = TinyBackbone(width=width, out_dim=dim)
-    projector = torch.nn.Sequential(torch.nn.Linear(dim, 256), torch.nn.ReLU(), torch.nn.Linear(256, 64))
+    images = load_training_images(count, 128, seed, photos).to(dev)
+    model = TinyBackbone(width=width, out_dim=dim).to(dev)
+    projector = torch.nn.Sequential(torch.nn.Linear(dim, 256), torch.nn.ReLU(), torch.nn.Linear(256, 64)).to(dev)
     params = list(model.parameters()) + list(projector.parameters())
     optimiser = torch.optim.AdamW(params, lr=2e-3, weight_decay=1e-4)
     start, step, losses, moves = time.perf_counter(), 0, [], []
@@ -139,7 +142,7 @@ def train(*, out: Path, minutes: Optional[float], steps: Optional[int], width: i
     total = steps if steps is not None else 10**9
     model.train()
     while step < total and time.perf_counter() - start < budget:
-        index = torch.randint(len(images), (batch,), generator=generator)
+        index = torch.randint(len(images), (batch,), generator=generator).to(dev)
         x = images[index]
         with torch.no_grad():
             v1, v2 = _view(x, generator, size), _view(x, generator, size)
@@ -160,24 +163,29 @@ def train(*, out: Path, minutes: Optional[float], steps: Optional[int], width: i
         if step % 50 == 0:
             print(f"step {step}  loss {sum(losses[-50:]) / 50:.3f}  moved {sum(moves[-50:]) / 50:.2f} sd  "
                   f"{time.perf_counter() - start:.0f} s", flush=True)
-    whitened = fit_whitening(model, fit_count=fit_count, seed=seed + 1, photos=photos)
+    whitened = fit_whitening(model.cpu(), fit_count=fit_count, seed=seed + 1, photos=photos, device=dev)
     provenance = {"steps": step, "seconds": round(time.perf_counter() - start), "final_loss": round(sum(losses[-50:]) / max(1, len(losses[-50:])), 4),
                   "batch": batch, "view_size": size, "train_images": count, "data": images_dir or "wmkit.data calibration group",
                   "objective": objective, "markability_weight": markability_weight,
                   "markability_moved_sd": round(sum(moves[-50:]) / max(1, len(moves[-50:])), 3),
-                  "whitening": f"{fit_count} crops at sizes {WHITENING_SIZES}", "recipe": "python -m wmkit.train.ssl_backbone"}
+                  "whitening": f"{fit_count} crops at sizes {WHITENING_SIZES}", "recipe": "python -m wmkit.train.ssl_backbone",
+                  "device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu"}
     save_whitened(whitened.half(), out, provenance=provenance)
     return provenance
 
 
-def fit_whitening(model: TinyBackbone, *, fit_count: int, seed: int, photos: list[torch.Tensor]) -> WhitenedBackbone:
-    """PCA whitening fitted on ``fit_count`` crops (other crops than training's) at several sizes."""
+def fit_whitening(model: TinyBackbone, *, fit_count: int, seed: int, photos: list[torch.Tensor],
+                  device: torch.device = torch.device("cpu")) -> WhitenedBackbone:
+    """PCA whitening fitted on ``fit_count`` crops (other crops than training's) at several sizes;
+    the features are computed on ``device``, the returned model is on the CPU."""
     model.eval().half().float()  # the shipped file is fp16: fit the whitening to the weights that ship
+    model.to(device)
     features = []
     with torch.no_grad():
         for size, share in WHITENING_SIZES.items():
             images = load_training_images(max(1, round(fit_count * share)), size, seed + size, photos)
-            features += [model(images[i:i + 25]) for i in range(0, len(images), 25)]
+            features += [model(images[i:i + 25].to(device)).cpu() for i in range(0, len(images), 25)]
+    model.cpu()
     whitened = WhitenedBackbone(model, model.config["out_dim"])
     whitened.fit_whitening(torch.cat(features))
     return whitened
@@ -195,13 +203,16 @@ def main(argv=None) -> None:
     parser.add_argument("--size", type=int, default=96, help="view size in pixels")
     parser.add_argument("--markability", type=float, default=10.0, help="weight of the markability term (0: off)")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--count", type=int, default=600, help="number of training crops (128 px)")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (the weights are saved from a CPU copy)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     from ..calibration import weights_dir
 
     out = Path(args.out) if args.out else weights_dir() / "ssl-backbone"
     print(json.dumps(train(out=out, minutes=args.minutes, steps=args.steps, width=args.width, images_dir=args.images_dir,
-                           objective=args.objective, batch=args.batch, size=args.size, markability_weight=args.markability)))
+                           objective=args.objective, batch=args.batch, size=args.size, markability_weight=args.markability,
+                           count=args.count, device=args.device)))
 
 
 if __name__ == "__main__":

@@ -43,6 +43,7 @@ import torch
 import torch.nn.functional as F
 
 from .. import data
+from . import autocast, training_device
 
 # ----------------------------------------------------------------------------- prompts
 
@@ -174,7 +175,7 @@ class _Clock:
 
 def train_vae(out: Path, *, minutes: Optional[float], steps: Optional[int], small: bool, crop: int = 64,
               batch: int = 8, lr: float = 8e-4, pool: int = 800, seed: int = 0, images_dir: Optional[str] = None,
-              log_every: int = 50, resume: bool = False, decoder_only: bool = False) -> dict:
+              log_every: int = 50, resume: bool = False, decoder_only: bool = False, device: str = "cpu") -> dict:
     """Train the VAE; ``resume`` continues from ``out/vae``; ``decoder_only`` (with resume) trains only
     the decoder, so the latent space, the scaling factor and a UNet trained on it stay valid."""
     from diffusers import AutoencoderKL
@@ -188,6 +189,8 @@ def train_vae(out: Path, *, minutes: Optional[float], steps: Optional[int], smal
         vae = AutoencoderKL.from_pretrained(out / "vae", torch_dtype=torch.float32)
     else:
         vae = AutoencoderKL(**vae_config(small))
+    dev = training_device(device)
+    vae.to(dev)
     params = list(vae.parameters())
     if decoder_only:
         vae.encoder.requires_grad_(False)
@@ -202,11 +205,13 @@ def train_vae(out: Path, *, minutes: Optional[float], steps: Optional[int], smal
         x = augment(pool_256[idx], crop, gen)
         if step % 3 == 2:
             x[: batch // 2] = augment(pool_crop[torch.randint(0, pool_crop.shape[0], (batch // 2,), generator=gen)], crop, gen)
-        with torch.set_grad_enabled(not decoder_only):
+        x = x.to(dev)
+        with torch.set_grad_enabled(not decoder_only), autocast(dev):
             post = vae.encode(x * 2 - 1).latent_dist
         # decode the posterior mean: with a KL weight of 1e-6 the model is a plain autoencoder in effect, and
         # sampling (std ~1 at initialisation) would hide the signal for thousands of steps
-        y = (vae.decode(post.mean).sample + 1) / 2
+        with autocast(dev):
+            y = (vae.decode(post.mean).sample.float() + 1) / 2
         l1 = (y - x).abs().mean()
         ssim = kornia.losses.ssim_loss(y.clamp(0, 1), x, window_size=7)
         kl = post.kl().mean() / x[0].numel()
@@ -231,7 +236,8 @@ def train_vae(out: Path, *, minutes: Optional[float], steps: Optional[int], smal
         print("vae decoder done", info, flush=True)
         return info
     with torch.no_grad():
-        lat = torch.cat([vae.encode(pool_256[i:i + 8].float() / 255 * 2 - 1).latent_dist.mean for i in range(0, min(pool, 64), 8)])
+        lat = torch.cat([vae.encode((pool_256[i:i + 8].float() / 255 * 2 - 1).to(dev)).latent_dist.mean.cpu()
+                         for i in range(0, min(pool, 64), 8)])
     scale = float(1.0 / lat.std())
     _save_vae(vae, out, scale)
     info = {"steps": step, "seconds": round(clock.elapsed()), "scaling_factor": scale,
@@ -241,9 +247,11 @@ def train_vae(out: Path, *, minutes: Optional[float], steps: Optional[int], smal
 
 
 def _save_vae(vae, out: Path, scale: Optional[float]) -> None:
+    import copy
+
     if scale is not None:
         vae.register_to_config(scaling_factor=scale)
-    vae.save_pretrained(out / "vae")
+    copy.deepcopy(vae).cpu().save_pretrained(out / "vae")
     # the stored copy is fp16 (half the size); training continues in fp32
     from safetensors.torch import load_file, save_file
 
@@ -332,27 +340,29 @@ def encode_prompts(tok, text, prompts: Sequence[str]) -> torch.Tensor:
 
 def train_unet(out: Path, *, minutes: Optional[float], steps: Optional[int], small: bool, count: int = 400,
                batch: int = 16, lr: float = 4e-4, seed: int = 0, images_dir: Optional[str] = None,
-               size: int = 256, log_every: int = 100) -> dict:
+               size: int = 256, log_every: int = 100, device: str = "cpu") -> dict:
     from diffusers import DDPMScheduler, UNet2DConditionModel
 
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
+    dev = training_device(device)
     vae, tok, text = _load_components(out)
+    vae.to(dev)
     images, prompts = training_images(count, size, seed + 3, images_dir)
     t0 = time.perf_counter()
     with torch.no_grad():  # latents of each crop and its mirror image, precomputed once
         lat = []
         for i in range(0, count, 8):
-            x = images[i:i + 8].float() / 255 * 2 - 1
+            x = (images[i:i + 8].float() / 255 * 2 - 1).to(dev)
             lat.append(vae.encode(torch.cat([x, x.flip(-1)])).latent_dist.mean * vae.config.scaling_factor)
         latents = torch.cat([torch.cat([l[: len(l) // 2] for l in lat]), torch.cat([l[len(l) // 2:] for l in lat])])
     prompts = prompts + prompts
     uniq = sorted(set(prompts)) + [""]
-    cond = encode_prompts(tok, text, uniq)
+    cond = encode_prompts(tok, text, uniq).to(dev)
     pidx = torch.tensor([uniq.index(p) for p in prompts])
     print(f"unet: {len(latents)} latents {tuple(latents.shape[1:])} (std {latents.std():.3f}) in {time.perf_counter() - t0:.0f}s, "
           f"{len(uniq) - 1} prompts", flush=True)
-    unet = UNet2DConditionModel(**unet_config(text.config.hidden_size, small))
+    unet = UNet2DConditionModel(**unet_config(text.config.hidden_size, small)).to(dev)
     sched = DDPMScheduler(**{k: v for k, v in SCHEDULER_CONFIG.items() if k in
                              ("num_train_timesteps", "beta_start", "beta_end", "beta_schedule", "prediction_type")})
     opt = torch.optim.AdamW(unet.parameters(), lr=lr, weight_decay=0.01)
@@ -362,13 +372,15 @@ def train_unet(out: Path, *, minutes: Optional[float], steps: Optional[int], sma
         for group in opt.param_groups:
             group["lr"] = _lr(lr, clock.progress(step))
         idx = torch.randint(0, len(latents), (batch,), generator=gen)
-        z0 = latents[idx]
+        z0 = latents[idx.to(dev)]
         c = pidx[idx].clone()
         c[torch.rand(batch, generator=gen) < 0.1] = len(uniq) - 1  # 10% empty prompt
-        noise = torch.randn(z0.shape, generator=gen)
-        t = torch.randint(0, 1000, (batch,), generator=gen)
-        pred = unet(sched.add_noise(z0, noise, t), t, encoder_hidden_states=cond[c]).sample
-        loss = F.mse_loss(pred, noise)
+        # drawn on the CPU generator (the same stream on any device), then moved
+        noise = torch.randn(z0.shape, generator=gen).to(dev)
+        t = torch.randint(0, 1000, (batch,), generator=gen).to(dev)
+        with autocast(dev):
+            pred = unet(sched.add_noise(z0, noise, t), t, encoder_hidden_states=cond[c.to(dev)]).sample
+        loss = F.mse_loss(pred.float(), noise)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0)
@@ -397,7 +409,7 @@ def _save_unet(unet, ema, out: Path) -> None:
     with torch.no_grad():
         for p, e in zip(shipped.parameters(), ema):
             p.copy_(e)
-    shipped.half().save_pretrained(out / "unet")
+    shipped.cpu().half().save_pretrained(out / "unet")
 
 
 # ----------------------------------------------------------------------------- pipeline files
@@ -441,6 +453,8 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     parser.add_argument("--decoder-only", action="store_true", help="vae: fine-tune only the decoder of OUT/vae")
     parser.add_argument("--lr", type=float, default=None)
     parser.add_argument("--batch", type=int, default=None)
+    parser.add_argument("--crop", type=int, default=None, help="vae: side of the training patches (default 64)")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (the weights are saved from a CPU copy)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     if args.out is None:
@@ -454,13 +468,14 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         args.minutes = {"vae": 28, "unet": 25}.get(args.stage, 25)
     if args.stage in ("vae", "all"):
         train_vae(out, minutes=args.minutes, steps=args.steps, small=args.small, images_dir=args.images,
-                  resume=args.resume, decoder_only=args.decoder_only,
+                  resume=args.resume, decoder_only=args.decoder_only, device=args.device,
+                  **({"crop": args.crop} if args.crop else {}),
                   **({"pool": args.pool} if args.pool else {}), **({"lr": args.lr} if args.lr else {}),
                   **({"batch": args.batch} if args.batch else {}))
     if args.stage in ("text", "all"):
         build_text(out, small=args.small)
     if args.stage in ("unet", "all"):
-        train_unet(out, minutes=args.minutes, steps=args.steps, small=args.small, images_dir=args.images,
+        train_unet(out, minutes=args.minutes, steps=args.steps, small=args.small, images_dir=args.images, device=args.device,
                    **({"count": args.pool} if args.pool else {}), **({"lr": args.lr} if args.lr else {}),
                    **({"batch": args.batch} if args.batch else {}))
     if args.stage in ("finish", "all"):
