@@ -49,7 +49,7 @@ def jpeg(images: torch.Tensor, quality: int = 75) -> torch.Tensor:
         buf = io.BytesIO()
         Image.fromarray(x.mul(255).round().byte().permute(1, 2, 0).numpy()).save(buf, format="JPEG", quality=quality)
         buf.seek(0)
-        out.append(torch.from_numpy(np.asarray(Image.open(buf).convert("RGB"))).permute(2, 0, 1).float() / 255)
+        out.append(torch.from_numpy(np.array(Image.open(buf).convert("RGB"))).permute(2, 0, 1).float() / 255)
     return torch.stack(out)
 
 

@@ -233,6 +233,20 @@ def test_decoder_cache_tells_retrained_extractors_apart(pipe, hidden_dir, tmp_pa
     assert after != before and key.fingerprint in after.name
 
 
+def test_decoder_cache_tells_retrained_vaes_apart(hidden_dir, tmp_path, monkeypatch):
+    """A pipeline whose VAE decoder was retrained (same name, new weights) must not reuse a
+    decoder fine-tuned from the old one."""
+    monkeypatch.setenv("WMKIT_CACHE", str(tmp_path / "cache"))
+    key = generate_key("stable_signature", seed=5)
+    pipe = random_pipeline(0)
+    before = wmkit.create("stable_signature", pipeline=pipe, extractor=str(hidden_dir)).decoder_cache_path(key)
+    with torch.no_grad():
+        pipe.vae.decoder.conv_out.bias.add_(0.01)  # "retrained"
+    after = wmkit.create("stable_signature", pipeline=pipe, extractor=str(hidden_dir)).decoder_cache_path(key)
+    assert after != before and key.fingerprint in after.name
+    assert after == wmkit.create("stable_signature", pipeline=pipe, extractor=str(hidden_dir)).decoder_cache_path(key)
+
+
 def test_hidden_marks_at_the_requested_psnr(hidden_dir):
     from wmkit.eval.metrics import psnr
 

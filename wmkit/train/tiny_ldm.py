@@ -340,7 +340,9 @@ def encode_prompts(tok, text, prompts: Sequence[str]) -> torch.Tensor:
 
 def train_unet(out: Path, *, minutes: Optional[float], steps: Optional[int], small: bool, count: int = 400,
                batch: int = 16, lr: float = 4e-4, seed: int = 0, images_dir: Optional[str] = None,
-               size: int = 256, log_every: int = 100, device: str = "cpu") -> dict:
+               size: int = 256, log_every: int = 100, device: str = "cpu", resume: bool = False) -> dict:
+    """Train the UNet on the frozen VAE's latents; ``resume`` continues from ``out/unet``
+    (the shipped EMA weights, which also start the new EMA)."""
     from diffusers import DDPMScheduler, UNet2DConditionModel
 
     torch.manual_seed(seed)
@@ -362,7 +364,10 @@ def train_unet(out: Path, *, minutes: Optional[float], steps: Optional[int], sma
     pidx = torch.tensor([uniq.index(p) for p in prompts])
     print(f"unet: {len(latents)} latents {tuple(latents.shape[1:])} (std {latents.std():.3f}) in {time.perf_counter() - t0:.0f}s, "
           f"{len(uniq) - 1} prompts", flush=True)
-    unet = UNet2DConditionModel(**unet_config(text.config.hidden_size, small)).to(dev)
+    if resume:
+        unet = UNet2DConditionModel.from_pretrained(out / "unet", torch_dtype=torch.float32).to(dev)
+    else:
+        unet = UNet2DConditionModel(**unet_config(text.config.hidden_size, small)).to(dev)
     sched = DDPMScheduler(**{k: v for k, v in SCHEDULER_CONFIG.items() if k in
                              ("num_train_timesteps", "beta_start", "beta_end", "beta_schedule", "prediction_type")})
     opt = torch.optim.AdamW(unet.parameters(), lr=lr, weight_decay=0.01)
@@ -449,7 +454,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     parser.add_argument("--images", default=None, help="train on this image folder instead of the calibration photos")
     parser.add_argument("--pool", type=int, default=None, help="number of training crops")
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--resume", action="store_true", help="vae: continue from OUT/vae")
+    parser.add_argument("--resume", action="store_true", help="vae, unet: continue from OUT/vae or OUT/unet")
     parser.add_argument("--decoder-only", action="store_true", help="vae: fine-tune only the decoder of OUT/vae")
     parser.add_argument("--lr", type=float, default=None)
     parser.add_argument("--batch", type=int, default=None)
@@ -476,6 +481,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         build_text(out, small=args.small)
     if args.stage in ("unet", "all"):
         train_unet(out, minutes=args.minutes, steps=args.steps, small=args.small, images_dir=args.images, device=args.device,
+                   resume=args.resume,
                    **({"count": args.pool} if args.pool else {}), **({"lr": args.lr} if args.lr else {}),
                    **({"batch": args.batch} if args.batch else {}))
     if args.stage in ("finish", "all"):

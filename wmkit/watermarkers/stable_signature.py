@@ -68,13 +68,30 @@ class StableSignature(ExtractorBits):
 
         return pipeline_label(self._pipeline_spec)
 
+    def vae_digest(self) -> str:
+        """12 hex digits of sha256 over the pipeline's *original* VAE decoder weights (the
+        ones every watermarked decoder is fine-tuned from)."""
+        if getattr(self, "_vae_digest", None) is None:
+            h = hashlib.sha256()
+            vae = self.pipe.vae
+            for part in ("post_quant_conv", "decoder"):
+                module = getattr(vae, part, None)
+                if module is None:
+                    continue
+                for name, tensor in sorted(module.state_dict().items()):
+                    h.update(f"{part}.{name}".encode())
+                    h.update(tensor.detach().float().cpu().contiguous().numpy().tobytes())
+            self._vae_digest = h.hexdigest()[:12]
+        return self._vae_digest
+
     # -- decoders -------------------------------------------------------------------------------------
     def decoder_cache_path(self, key: Key) -> Path:
-        # named by what the decoder is for: pipeline, extractor (its name and its weights, so a
-        # retrained extractor never meets a decoder made for the old one) and key. Not by the
-        # recipe: a decoder made with `wmkit finetune-decoder --steps N` is the one later calls
-        # use (its metadata records the steps; --overwrite makes a new one)
-        tag = f"{self.pipeline_name()}|{self.model_name}|{self.extractor_digest()}"
+        # named by what the decoder is for: pipeline (its name and its original decoder's weights,
+        # so a retrained or replaced VAE behind the same name never meets a decoder fine-tuned
+        # from the old one), extractor (name and weights, likewise) and key. Not by the recipe:
+        # a decoder made with `wmkit finetune-decoder --steps N` is the one later calls use (its
+        # metadata records the steps; --overwrite makes a new one)
+        tag = f"{self.pipeline_name()}|{self.vae_digest()}|{self.model_name}|{self.extractor_digest()}"
         digest = hashlib.sha256(tag.encode()).hexdigest()[:12]
         return cache_dir() / f"decoder-{digest}-{key.fingerprint}.safetensors"
 
