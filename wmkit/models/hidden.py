@@ -132,8 +132,6 @@ class HiddenExtractor(nn.Module):
     """
 
     RESCALED_MARGIN = 10.0  # see _best_over_scales
-    HARMONIC_SHARE = 0.5  # see _best_over_scales
-    MAX_PERIOD_RATIO = 2.0  # the longest period read, in periods (period_candidates' default range)
 
     def __init__(self, num_bits: int = 48, channels: int = 32, period: int = 8, layers: int = 3,
                  scale_candidates: int = 3):
@@ -199,35 +197,17 @@ class HiddenExtractor(nn.Module):
         fine-tuned decoder: the most coherent reading was a harmonic on 1 photo of 16, the
         shortest coherent period on 4 of 16; preferring the own scale, on none. The price:
         an image halved in size is read at its own scale if that reading is coherent."""
-        floor = float(coherence) * self.RESCALED_MARGIN
-        readings: dict[float, tuple[float, torch.Tensor]] = {}  # period -> (coherence, logits at the best phase)
-
-        def read(t: float) -> None:
+        chosen, strongest = best, float(coherence) * self.RESCALED_MARGIN
+        for t in period_candidates(image.detach(), self.period, self.scale_candidates):
+            if abs(t / self.period - 1) < 0.01:
+                continue  # the image's own scale, read already
             size = [max(self.period, round(n * self.period / t)) for n in image.shape[-2:]]
             rescaled = F.interpolate(image[None], size=size, mode="bilinear", align_corners=False, antialias=t < self.period)
             logits, score = self.phase_logits(rescaled)
-            readings[t] = (float(score[0].detach()), self._best_phase(logits[0]))
-
-        for t in period_candidates(image.detach(), self.period, self.scale_candidates):
-            if abs(t / self.period - 1) >= 0.01:  # the image's own scale is read already
-                read(t)
-        coherent = {t: r for t, r in readings.items() if r[0] > floor}
-        if not coherent:
-            return best
-        winner = max(coherent, key=lambda t: coherent[t][0])
-        # A harmonic: a tile with a strong period-p/2 component also folds coherently at half
-        # the true period T. Read the winner's double as well; the true T folds at least
-        # HARMONIC_SHARE as coherently as T/2 does (measured: about as coherently), while the
-        # double of a true T (a 2x downscale: a quarter of the tiles, the finest detail gone)
-        # folds far less coherently than T.
-        double = 2 * winner
-        if double <= self.MAX_PERIOD_RATIO * self.period and abs(double / self.period - 1) >= 0.01:
-            if not any(abs(double / t - 1) < 0.02 for t in readings):
-                read(double)
-            match = next(t for t in readings if abs(double / t - 1) < 0.02)
-            if readings[match][0] >= self.HARMONIC_SHARE * coherent[winner][0] and readings[match][0] > floor:
-                winner = match
-        return readings[winner][1]
+            score = float(score[0].detach())
+            if score > strongest:
+                chosen, strongest = self._best_phase(logits[0]), score
+        return chosen
 
 
 @contextmanager
