@@ -1,6 +1,6 @@
 """Stable Signature on the shipped tiny VAE, beside the post-hoc peers, on photos the extractor never saw.
 
-    python benchmarks/stable_signature.py [--photos 32] [--size 256] [--keys 10] [--steps 100]
+    python benchmarks/stable_signature.py [--photos 32] [--size 256] [--keys 10] [--steps 200]
 
 1. Wall time of one decoder fine-tune (tiny VAE, CPU, `--steps`; a fresh cache, so it really runs).
 2. On `--photos` evaluation-group crops: every photo through the VAE with the original decoder
@@ -55,7 +55,7 @@ def main() -> None:
     parser.add_argument("--photos", type=int, default=32)
     parser.add_argument("--size", type=int, default=256)
     parser.add_argument("--keys", type=int, default=10)
-    parser.add_argument("--steps", type=int, default=100)
+    parser.add_argument("--steps", type=int, default=200, help="decoder fine-tune steps (the watermarker's default)")
     parser.add_argument("--generations", type=int, default=4)
     args = parser.parse_args()
     os.environ["WMKIT_CACHE"] = tempfile.mkdtemp(prefix="wmkit-bench-cache-")

@@ -186,6 +186,30 @@ def test_finetune_decoder_writes_the_message_and_keeps_the_image(pipe):
         finetune_decoder(pipe.vae, extractor, message[:10], images=images, steps=1, progress=False)
 
 
+def test_phase_margin_term_makes_phase_zero_the_one_the_search_picks():
+    """Minimising phase_margin_loss over an image must leave phase 0 the phase the
+    extractor's own rule (furthest from the phase average) chooses, by the margin."""
+    from wmkit.finetune import PHASE_MARGIN, phase_margin_loss
+
+    torch.manual_seed(0)
+    extractor = HiddenExtractor(num_bits=8, channels=4, scale_candidates=0).eval().requires_grad_(False)
+    images = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(1)).requires_grad_(True)
+    start = float(phase_margin_loss(extractor, images).detach())
+    assert start > 0  # a random extractor on random images: phase 0 is not special
+    optimiser = torch.optim.Adam([images], lr=0.01)
+    for _ in range(300):
+        loss = phase_margin_loss(extractor, images)
+        optimiser.zero_grad()
+        loss.backward()
+        optimiser.step()
+    with torch.no_grad():
+        logits, _ = extractor.phase_logits(images)
+        distance = (logits - logits.mean(1, keepdim=True)).pow(2).sum(-1)
+    assert float(phase_margin_loss(extractor, images).detach()) < 0.05 * start
+    assert distance.argmax(1).tolist() == [0, 0]
+    assert bool((distance[:, 0].log() - distance[:, 1:].max(1).values.log() > 0.5 * PHASE_MARGIN).all())
+
+
 def test_wrap_swaps_the_decoder_caches_it_and_unwrap_restores(pipe, hidden_dir, tmp_path, monkeypatch):
     monkeypatch.setenv("WMKIT_CACHE", str(tmp_path / "cache"))
     key = generate_key("stable_signature", seed=2)

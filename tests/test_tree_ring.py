@@ -127,6 +127,17 @@ def test_score_null_recalibrates_a_biased_analytic_test():
         assert np.mean(p_cal < alpha) <= sps.binom.ppf(0.999, z_new.size, alpha) / z_new.size  # ...the calibrated one is not
 
 
+def test_score_null_is_never_more_liberal_than_the_analytic_test():
+    """A null that looks narrower than N(0, 1) (or shifted up) must not shrink the p-values."""
+    rng = np.random.default_rng(1)
+    z_fit = rng.normal(0.3, 0.7, 2000)  # "too cautious" analytic scores
+    model = fit_score_null(sps.norm.logcdf(z_fit), method="tree_ring", config={}, model="x")
+    assert model.scale == 1.0 and model.mu == 0.0
+    assert model.info["scale_bound"] < 1 and model.info["mu_bound"] > 0  # what the data alone would have said
+    z_new = np.linspace(-6, 2, 50)
+    assert np.all(model.log_p_value(sps.norm.logcdf(z_new)) >= sps.norm.logcdf(z_new) - 1e-12)
+
+
 def test_wrap_stable_diffusion_uses_public_latents_hook(pipe):
     tr = wmkit.create("tree_ring", pipeline=pipe, calibration=None)
     key = generate_key("tree_ring", seed=5)

@@ -214,7 +214,7 @@ def cmd_finetune_decoder(args) -> int:
     if args.output and Path(args.output).exists() and not args.overwrite:
         raise ConfigError(f"{args.output}: exists (pass --overwrite to replace it)")
     options = _pipeline_option(args)
-    wm = _create("stable_signature", finetune_steps=args.steps, **options)
+    wm = _create("stable_signature", **({"finetune_steps": args.steps} if args.steps else {}), **options)
     cached = wm.decoder_cache_path(key)
     if cached.exists() and args.overwrite:
         cached.unlink()  # --overwrite: fine-tune again rather than reuse the cached decoder
@@ -398,7 +398,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("finetune-decoder", help="stable_signature: fine-tune the pipeline's VAE decoder for a key (cached; used by embed/generate)")
     p.add_argument("-k", "--key", required=True, action="append", help="a stable_signature key file")
-    p.add_argument("--steps", type=int, default=100, help="optimisation steps (default 100, as in the paper)")
+    p.add_argument("--steps", type=int, default=None, help="optimisation steps (default 200; the paper uses 100, see README)")
     p.add_argument("-o", "--output", default=None, help="also copy the decoder (safetensors) here")
     p.add_argument("--overwrite", action="store_true", help="fine-tune again even if the cache has this key's decoder")
     p.add_argument("--pipeline", default=None, help="'tiny' (default) or a local diffusers folder")
