@@ -96,13 +96,9 @@ class ExtractorBits(BitWatermarker):
         """12 hex digits of sha256 over the extractor's weights: tells retrained weights
         behind the same name apart (e.g. for caches of what was made against them)."""
         if self._digest is None:
-            import hashlib
+            from ..models import weights_digest
 
-            h = hashlib.sha256()
-            for name, tensor in sorted(self.extractor.state_dict().items()):
-                h.update(name.encode())
-                h.update(tensor.detach().float().contiguous().numpy().tobytes())
-            self._digest = h.hexdigest()[:12]
+            self._digest = weights_digest({"": self.extractor})  # the same digest as before: names unprefixed
         return self._digest
 
     def config(self) -> dict[str, Any]:

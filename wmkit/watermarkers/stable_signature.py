@@ -50,6 +50,7 @@ class StableSignature(ExtractorBits):
         self.finetune_steps = finetune_steps
         self._decoder_path = decoder  # an explicit fine-tuned decoder file (`wmkit finetune-decoder -o`)
         self._decoders: dict[str, torch.nn.Module] = {}
+        self._vae_digest: Optional[str] = None
 
     # -- the pipeline whose decoder is fine-tuned ---------------------------------------------------
     @property
@@ -71,17 +72,12 @@ class StableSignature(ExtractorBits):
     def vae_digest(self) -> str:
         """12 hex digits of sha256 over the pipeline's *original* VAE decoder weights (the
         ones every watermarked decoder is fine-tuned from)."""
-        if getattr(self, "_vae_digest", None) is None:
-            h = hashlib.sha256()
+        if self._vae_digest is None:
+            from ..models import weights_digest
+
             vae = self.pipe.vae
-            for part in ("post_quant_conv", "decoder"):
-                module = getattr(vae, part, None)
-                if module is None:
-                    continue
-                for name, tensor in sorted(module.state_dict().items()):
-                    h.update(f"{part}.{name}".encode())
-                    h.update(tensor.detach().float().cpu().contiguous().numpy().tobytes())
-            self._vae_digest = h.hexdigest()[:12]
+            parts = {f"{part}.": getattr(vae, part) for part in ("post_quant_conv", "decoder") if getattr(vae, part, None) is not None}
+            self._vae_digest = weights_digest(parts)
         return self._vae_digest
 
     # -- decoders -------------------------------------------------------------------------------------
