@@ -8,7 +8,8 @@
 # MINUTES: wall time of each of the hidden and SSL recipes (tiny-ldm splits it: 45% VAE,
 # 55% UNet, which trains on the new VAE's latents). PHOTOS: the training photo folder
 # (default: the calibration group of wmkit.data, copied out by
-# `python -m wmkit.data DIR --group calibration`), so the GPU machine needs no scikit-image.
+# `python -m wmkit.data copy DIR --group calibration`), so the GPU machine needs no scikit-image;
+# or a packed corpus set (`python -m wmkit.data corpus pack CORPUS DIR`, at most 60 MiB).
 set -u
 OUTDIR=${1:?usage: scripts/train_on_gpu.sh OUTDIR [MINUTES] [DEVICE] [PHOTOS]}
 MINUTES=${2:-6.5}

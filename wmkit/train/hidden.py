@@ -16,8 +16,10 @@ whitening). Loss: binary cross-entropy on the bits + ``image_weight`` x MSE of t
 logits on clean crops are whitened (ZCA, ``WhitenedExtractor``) so unmarked images give
 fair, independent bits.
 
-Data: crops of the *calibration* photo group (wmkit.data) at random scales, or any folder
-with --images-dir; the evaluation group is never seen. Nothing is downloaded.
+Data: crops of the *calibration* photo group (wmkit.data) at random scales, any folder
+with --images-dir, or the training corpus with --corpus DIR (its train split or a packed
+set, see `python -m wmkit.data corpus`), with --procedural-share of procedural images; the
+evaluation group is never seen. Nothing is downloaded.
 """
 from __future__ import annotations
 
@@ -32,6 +34,7 @@ import torch
 import torch.nn.functional as F
 
 from .. import data
+from ..data.sampler import data_provenance, training_crops
 from ..attacks import parse_attack
 from . import training_device
 from ..models.hidden import HiddenEncoder, HiddenExtractor, WhitenedExtractor, load_hidden, save_hidden
@@ -73,7 +76,11 @@ def random_attack(images: torch.Tensor, generator: torch.Generator, max_strength
     return parse_attack(TRAIN_ATTACKS[index].format(s=strength))(images, generator=generator)
 
 
-def training_images(count: int, size: int, seed: int, images_dir: Optional[str], group: str = "calibration") -> torch.Tensor:
+def training_images(count: int, size: int, seed: int, images_dir: Optional[str], group: str = "calibration",
+                    corpus: Optional[str] = None, procedural_share: float = 0.0) -> torch.Tensor:
+    if corpus is not None or procedural_share:
+        return training_crops(count, size, seed=seed, corpus=corpus, images_dir=images_dir, group=group, min_scale=0.12,
+                              procedural_share=procedural_share)
     photos = None
     if images_dir:
         from ..imageio import iter_image_paths, load_image
@@ -85,11 +92,12 @@ def training_images(count: int, size: int, seed: int, images_dir: Optional[str],
 def train(*, out: Path, minutes: Optional[float], steps: Optional[int] = None, num_bits: int = 48, size: int = 64,
           batch: int = 32, count: int = 3000, channels: int = 32, image_weight: float = 30.0, seed: int = 0,
           images_dir: Optional[str] = None, log_every: int = 100, period: int = 8, scale_candidates: int = 3,
-          init: Optional[Path] = None, whitening_crops: tuple = WHITENING_CROPS, device: str = "cpu") -> dict:
+          init: Optional[Path] = None, whitening_crops: tuple = WHITENING_CROPS, device: str = "cpu",
+          corpus: Optional[str] = None, procedural_share: float = 0.0) -> dict:
     dev = training_device(device)
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)
-    images = training_images(count, size, seed, images_dir).to(dev)
+    images = training_images(count, size, seed, images_dir, corpus=corpus, procedural_share=procedural_share).to(dev)
     # trained at the images' own scale; the search over rescalings is switched on for whitening and use
     if init is not None:  # go on from a trained pair: its architecture, no curriculum
         encoder, whitened_init, init_provenance = load_hidden(init)
@@ -153,7 +161,7 @@ def train(*, out: Path, minutes: Optional[float], steps: Optional[int] = None, n
     logits = []
     with torch.no_grad():
         for crop_size, number in whitening_crops:
-            clean = training_images(number, crop_size, seed + 1, images_dir)
+            clean = training_images(number, crop_size, seed + 1, images_dir, corpus=corpus, procedural_share=procedural_share)
             logits += [extractor(clean[i:i + 50].to(dev)).cpu() for i in range(0, len(clean), 50)]
     encoder.cpu(), whitened.cpu()
     whitened.fit_whitening(torch.cat(logits))
@@ -165,7 +173,7 @@ def train(*, out: Path, minutes: Optional[float], steps: Optional[int] = None, n
         "final_residual_psnr_db": round(sum(r[2] for r in recent) / len(recent), 2) if recent else None,
         "whitening": "ZCA on raw logits of clean crops (calibration group, seed+1), "
                      + ", ".join(f"{n} at {side} px" for side, n in whitening_crops) + ", read as in use (best phase and scale)",
-        "data": images_dir or "wmkit.data calibration group",
+        "data": data_provenance(corpus, images_dir, procedural_share),
         "recipe": "python -m wmkit.train.hidden " + " ".join(sys.argv[1:]), "torch": torch.__version__,
         "device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu",
         **({"init": str(init), "init_provenance": init_provenance} if init is not None else {}),
@@ -187,6 +195,8 @@ def main(argv=None) -> None:
     parser.add_argument("--period", type=int, default=8, help="the carrier tile's side in pixels (8: one latent of an f8 VAE)")
     parser.add_argument("--image-weight", type=float, default=30.0)
     parser.add_argument("--images-dir", default=None)
+    parser.add_argument("--corpus", default=None, help="train on a corpus folder or packed set (python -m wmkit.data corpus)")
+    parser.add_argument("--procedural-share", type=float, default=0.0, help="share of procedural training images")
     parser.add_argument("--init", default=None, help="go on training this wmkit HiDDeN folder (--steps 0: refit its whitening only)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--log-every", type=int, default=100)
@@ -199,7 +209,8 @@ def main(argv=None) -> None:
     print(json.dumps(train(out=out, minutes=args.minutes, steps=args.steps, num_bits=args.bits, size=args.size,
                            batch=args.batch, channels=args.channels, count=args.count, image_weight=args.image_weight,
                            images_dir=args.images_dir, log_every=args.log_every, period=args.period,
-                           init=Path(args.init) if args.init else None, device=args.device)))
+                           init=Path(args.init) if args.init else None, device=args.device, corpus=args.corpus,
+                           procedural_share=args.procedural_share)))
 
 
 if __name__ == "__main__":

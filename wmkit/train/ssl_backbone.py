@@ -36,6 +36,7 @@ import torch
 import torch.nn.functional as F
 
 from .. import data
+from ..data.sampler import data_provenance, load_sources
 from ..attacks import parse_attack
 from . import training_device
 from ..models.backbone import TinyBackbone, WhitenedBackbone, save_whitened
@@ -111,8 +112,11 @@ def markability(model: torch.nn.Module, views: torch.Tensor, generator: torch.Ge
     return -moved.clamp(max=cap).mean()
 
 
-def training_photos(images_dir: Optional[str]) -> list[torch.Tensor]:
-    """The photos crops are cut from: a folder's images, or the calibration group."""
+def training_photos(images_dir: Optional[str], corpus: Optional[str] = None) -> list[torch.Tensor]:
+    """The photos crops are cut from: a corpus (its train split or a packed set), a folder's images,
+    or the calibration group."""
+    if corpus is not None:
+        return [p.float() / 255 for p in load_sources(corpus)]
     if images_dir:
         from ..imageio import iter_image_paths, load_image
 
@@ -127,11 +131,11 @@ def load_training_images(count: int, size: int, seed: int, photos: list[torch.Te
 def train(*, out: Path, minutes: Optional[float], steps: Optional[int], width: int = 32, dim: int = 256,
           batch: int = 32, size: int = 96, count: int = 600, seed: int = 0, images_dir: Optional[str] = None,
           objective: str = "vicreg", markability_weight: float = 10.0, fit_count: int = 1200,
-          device: str = "cpu") -> dict:
+          device: str = "cpu", corpus: Optional[str] = None) -> dict:
     dev = training_device(device)
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)
-    photos = training_photos(images_dir)
+    photos = training_photos(images_dir, corpus)
     images = load_training_images(count, 128, seed, photos).to(dev)
     model = TinyBackbone(width=width, out_dim=dim).to(dev)
     projector = torch.nn.Sequential(torch.nn.Linear(dim, 256), torch.nn.ReLU(), torch.nn.Linear(256, 64)).to(dev)
@@ -165,7 +169,7 @@ def train(*, out: Path, minutes: Optional[float], steps: Optional[int], width: i
                   f"{time.perf_counter() - start:.0f} s", flush=True)
     whitened = fit_whitening(model.cpu(), fit_count=fit_count, seed=seed + 1, photos=photos, device=dev)
     provenance = {"steps": step, "seconds": round(time.perf_counter() - start), "final_loss": round(sum(losses[-50:]) / max(1, len(losses[-50:])), 4),
-                  "batch": batch, "view_size": size, "train_images": count, "data": images_dir or "wmkit.data calibration group",
+                  "batch": batch, "view_size": size, "train_images": count, "data": data_provenance(corpus, images_dir),
                   "objective": objective, "markability_weight": markability_weight,
                   "markability_moved_sd": round(sum(moves[-50:]) / max(1, len(moves[-50:])), 3),
                   "whitening": f"{fit_count} crops at sizes {WHITENING_SIZES}", "recipe": "python -m wmkit.train.ssl_backbone",
@@ -198,6 +202,7 @@ def main(argv=None) -> None:
     parser.add_argument("--steps", type=int, default=None)
     parser.add_argument("--width", type=int, default=32)
     parser.add_argument("--images-dir", default=None)
+    parser.add_argument("--corpus", default=None, help="train on a corpus folder or packed set (python -m wmkit.data corpus)")
     parser.add_argument("--objective", choices=["vicreg", "simclr"], default="vicreg")
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--size", type=int, default=96, help="view size in pixels")
@@ -212,7 +217,7 @@ def main(argv=None) -> None:
     out = Path(args.out) if args.out else weights_dir() / "ssl-backbone"
     print(json.dumps(train(out=out, minutes=args.minutes, steps=args.steps, width=args.width, images_dir=args.images_dir,
                            objective=args.objective, batch=args.batch, size=args.size, markability_weight=args.markability,
-                           count=args.count, device=args.device)))
+                           count=args.count, device=args.device, corpus=args.corpus)))
 
 
 if __name__ == "__main__":

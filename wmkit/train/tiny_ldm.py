@@ -12,7 +12,9 @@ into a temporary folder).
 
 Data: crops of the photographs in the *calibration* group of ``wmkit.data``
 (never the evaluation group, on which the benchmark measures the result), or
-``--images DIR`` for any image folder (prompt "a photo of <file stem>").
+``--images DIR`` for any image folder (prompt "a photo of <file stem>"), or ``--corpus DIR``
+(the train split of `python -m wmkit.data corpus build`; prompts from the source names, which
+``text --corpus DIR`` adds to the vocabulary).
 Prompts come from the source photo: ``photo_label`` ("a photo of a cat" for
 chelsea, ...).
 
@@ -64,10 +66,28 @@ def photo_label(name: str) -> str:
     return f"a photo of {PHOTO_LABELS.get(stem, stem.replace('_', ' '))}"
 
 
-def prompt_words() -> list[str]:
+def corpus_labels(corpus: str | Path) -> list[str]:
+    """The prompt of each image of a corpus's train split, in ``corpus_paths`` order: its source's
+    name as words ("plasma-workspace-wallpapers:ColdRipple" -> "a photo of cold ripple")."""
+    import re
+
+    from ..data.corpus import load_manifest
+
+    labels = []
+    for entry in load_manifest(corpus):
+        if entry.split == "train":
+            name = entry.source.split(":", 1)[-1].rsplit("_by_", 1)[0]
+            words = re.sub(r"([a-z])([A-Z])", r"\1 \2", Path(name).stem).replace("_", " ").replace("-", " ")
+            labels.append(photo_label(words.lower()))
+    return labels
+
+
+def prompt_words(corpus: Optional[str | Path] = None) -> list[str]:
     words = set(EXTRA_WORDS)
     for label in PHOTO_LABELS.values():
         words.update(photo_label(label).lower().split())
+    for label in corpus_labels(corpus) if corpus is not None else []:
+        words.update(label.split())
     return sorted(words)
 
 
@@ -112,8 +132,15 @@ SCHEDULER_CONFIG = dict(
 
 # ----------------------------------------------------------------------------- data
 
-def training_images(count: int, size: int, seed: int, images_dir: Optional[str] = None) -> tuple[torch.Tensor, list[str]]:
+def training_images(count: int, size: int, seed: int, images_dir: Optional[str] = None,
+                    corpus: Optional[str] = None) -> tuple[torch.Tensor, list[str]]:
     """``count`` uint8 crops (N, 3, size, size) and their prompts."""
+    if corpus is not None:  # crop i comes from photo i % len(photos), as with data.crops
+        from ..data.sampler import load_sources, training_crops
+
+        labels = corpus_labels(corpus)
+        crops = training_crops(count, size, seed=seed, sources=load_sources(corpus), flip=False)
+        return crops.mul(255).round().to(torch.uint8), [labels[i % len(labels)] for i in range(count)]
     if images_dir:
         from ..imageio import load_image
 
@@ -175,7 +202,8 @@ class _Clock:
 
 def train_vae(out: Path, *, minutes: Optional[float], steps: Optional[int], small: bool, crop: int = 64,
               batch: int = 8, lr: float = 8e-4, pool: int = 800, seed: int = 0, images_dir: Optional[str] = None,
-              log_every: int = 50, resume: bool = False, decoder_only: bool = False, device: str = "cpu") -> dict:
+              log_every: int = 50, resume: bool = False, decoder_only: bool = False, device: str = "cpu",
+              corpus: Optional[str] = None) -> dict:
     """Train the VAE; ``resume`` continues from ``out/vae``; ``decoder_only`` (with resume) trains only
     the decoder, so the latent space, the scaling factor and a UNet trained on it stay valid."""
     from diffusers import AutoencoderKL
@@ -183,8 +211,8 @@ def train_vae(out: Path, *, minutes: Optional[float], steps: Optional[int], smal
 
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
-    pool_256, _ = training_images(pool, 256, seed + 1, images_dir)
-    pool_crop, _ = training_images(pool // 2, 2 * crop, seed + 2, images_dir)  # more zoomed-out views
+    pool_256, _ = training_images(pool, 256, seed + 1, images_dir, corpus)
+    pool_crop, _ = training_images(pool // 2, 2 * crop, seed + 2, images_dir, corpus)  # more zoomed-out views
     if resume or decoder_only:
         vae = AutoencoderKL.from_pretrained(out / "vae", torch_dtype=torch.float32)
     else:
@@ -307,10 +335,10 @@ def build_tokenizer(out: Path, words: Optional[Sequence[str]] = None):
     return CLIPTokenizer.from_pretrained(out)
 
 
-def build_text(out: Path, *, small: bool = False, seed: int = 0) -> dict:
+def build_text(out: Path, *, small: bool = False, seed: int = 0, corpus: Optional[str] = None) -> dict:
     from transformers import CLIPTextConfig, CLIPTextModel
 
-    tok = build_tokenizer(out / "tokenizer")
+    tok = build_tokenizer(out / "tokenizer", prompt_words(corpus) if corpus is not None else None)
     torch.manual_seed(seed)
     model = CLIPTextModel(CLIPTextConfig(**text_config(len(tok), small))).eval()
     model.save_pretrained(out / "text_encoder", safe_serialization=True)  # fp32: tiny, and loads in any dtype setting
@@ -340,7 +368,8 @@ def encode_prompts(tok, text, prompts: Sequence[str]) -> torch.Tensor:
 
 def train_unet(out: Path, *, minutes: Optional[float], steps: Optional[int], small: bool, count: int = 400,
                batch: int = 16, lr: float = 4e-4, seed: int = 0, images_dir: Optional[str] = None,
-               size: int = 256, log_every: int = 100, device: str = "cpu", resume: bool = False) -> dict:
+               size: int = 256, log_every: int = 100, device: str = "cpu", resume: bool = False,
+               corpus: Optional[str] = None) -> dict:
     """Train the UNet on the frozen VAE's latents; ``resume`` continues from ``out/unet``
     (the shipped EMA weights, which also start the new EMA)."""
     from diffusers import DDPMScheduler, UNet2DConditionModel
@@ -350,7 +379,7 @@ def train_unet(out: Path, *, minutes: Optional[float], steps: Optional[int], sma
     dev = training_device(device)
     vae, tok, text = _load_components(out)
     vae.to(dev)
-    images, prompts = training_images(count, size, seed + 3, images_dir)
+    images, prompts = training_images(count, size, seed + 3, images_dir, corpus)
     t0 = time.perf_counter()
     with torch.no_grad():  # latents of each crop and its mirror image, precomputed once
         lat = []
@@ -452,6 +481,8 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     parser.add_argument("--steps", type=int, default=None, help="step cap of a training stage")
     parser.add_argument("--small", action="store_true", help="reduced model sizes (tests)")
     parser.add_argument("--images", default=None, help="train on this image folder instead of the calibration photos")
+    parser.add_argument("--corpus", default=None,
+                        help="train on a corpus's train split (python -m wmkit.data corpus build); prompts from its source names")
     parser.add_argument("--pool", type=int, default=None, help="number of training crops")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--resume", action="store_true", help="vae, unet: continue from OUT/vae or OUT/unet")
@@ -473,15 +504,15 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         args.minutes = {"vae": 28, "unet": 25}.get(args.stage, 25)
     if args.stage in ("vae", "all"):
         train_vae(out, minutes=args.minutes, steps=args.steps, small=args.small, images_dir=args.images,
-                  resume=args.resume, decoder_only=args.decoder_only, device=args.device,
+                  resume=args.resume, decoder_only=args.decoder_only, device=args.device, corpus=args.corpus,
                   **({"crop": args.crop} if args.crop else {}),
                   **({"pool": args.pool} if args.pool else {}), **({"lr": args.lr} if args.lr else {}),
                   **({"batch": args.batch} if args.batch else {}))
     if args.stage in ("text", "all"):
-        build_text(out, small=args.small)
+        build_text(out, small=args.small, corpus=args.corpus)
     if args.stage in ("unet", "all"):
         train_unet(out, minutes=args.minutes, steps=args.steps, small=args.small, images_dir=args.images, device=args.device,
-                   resume=args.resume,
+                   resume=args.resume, corpus=args.corpus,
                    **({"count": args.pool} if args.pool else {}), **({"lr": args.lr} if args.lr else {}),
                    **({"batch": args.batch} if args.batch else {}))
     if args.stage in ("finish", "all"):

@@ -1,10 +1,15 @@
 """Offline natural images for tests, demos and calibration (nothing is downloaded).
 
-The sources are the photographs bundled inside scikit-image and scikit-learn.
+The bundled group: the photographs inside scikit-image and scikit-learn.
 They are split by *source photo* into two disjoint groups so that anything
 fitted on one group (shipped calibrations) is checked on the other:
 ``calibration`` and ``evaluation``. ``crops`` makes many distinct images from
 them: random crops of random scale, resized to a square size.
+
+The training corpus (``wmkit.data.corpus``: photographs and artwork from Debian's
+wallpaper packages, built on demand, never committed), the procedural images
+(``wmkit.data.procedural``) and the crop sampler every recipe reads
+(``wmkit.data.sampler``) live beside this module.
 """
 from __future__ import annotations
 
@@ -14,7 +19,7 @@ from typing import Iterator, Optional
 import numpy as np
 import torch
 
-from .errors import ConfigError, MissingDependencyError
+from ..errors import ConfigError, MissingDependencyError
 
 # (package, file) of each bundled photograph, by group
 PHOTOS = {
@@ -59,7 +64,7 @@ def photo_paths(group: str = "all") -> list[Path]:
 
 
 def load_photos(group: str = "all") -> list[torch.Tensor]:
-    from .imageio import load_image
+    from ..imageio import load_image
 
     return [load_image(p) for p in photo_paths(group)]
 
@@ -112,15 +117,3 @@ def copy_photos(group: str, folder: Path) -> list[Path]:
         copied.append(target)
     return copied
 
-
-if __name__ == "__main__":
-    import argparse
-
-    parser = argparse.ArgumentParser(description="Copy the offline sample photos of a group into a folder.")
-    parser.add_argument("folder")
-    parser.add_argument("--group", default="calibration", choices=["calibration", "evaluation", "all"])
-    args = parser.parse_args()
-    try:
-        print(f"copied {len(copy_photos(args.group, Path(args.folder)))} photos to {args.folder}")
-    except ConfigError as error:
-        raise SystemExit(f"error: {error}") from None
