@@ -24,29 +24,48 @@ def noise():
 
 
 @pytest.mark.parametrize("pattern", PATTERNS)
-def test_pattern_is_written_exactly_and_latents_stay_real(pattern, pipe, noise):
-    tr = wmkit.create("tree_ring", pattern=pattern, pipeline=pipe, calibration=None)
+@pytest.mark.parametrize("channel", ["all", -1])
+def test_pattern_is_written_exactly_and_latents_stay_real(pattern, channel, pipe, noise):
+    tr = wmkit.create("tree_ring", pattern=pattern, channel=channel, pipeline=pipe, calibration=None)
     key = generate_key("tree_ring", seed=1)
     marked = tr.watermark_latents(noise[:4], key)
-    mask, target = tr.key_parts(key, 32, 32)
-    spectrum = torch.fft.fftshift(torch.fft.fft2(marked[:, -1].double()), dim=(-2, -1))
-    assert torch.allclose(spectrum[:, mask], target[mask].expand(4, -1), atol=1e-3)
-    assert torch.equal(marked[:, :-1], noise[:4, :-1])  # other channels untouched
+    mask, targets = tr.key_parts(key, 32, 32)
+    assert sorted(targets) == ([0, 1, 2, 3] if channel == "all" else [3])
+    for c, target in targets.items():
+        spectrum = torch.fft.fftshift(torch.fft.fft2(marked[:, c].double()), dim=(-2, -1))
+        assert torch.allclose(spectrum[:, mask], target[mask].expand(4, -1), atol=1e-3)
+    untouched = [c for c in range(4) if c not in targets]
+    assert torch.equal(marked[:, untouched], noise[:4, untouched])  # other channels untouched
     assert torch.equal(tr.watermark_latents(noise[:4], key), marked)  # deterministic from the key
     other = tr.watermark_latents(noise[:4], generate_key("tree_ring", seed=2))
     # 'zeros' carries no secret (as in the reference): every key writes the same pattern
     assert torch.allclose(other, marked) == (pattern == "zeros")
+    if channel == "all" and pattern == "rand":  # one independent pattern per channel
+        assert not torch.allclose(targets[0][mask], targets[1][mask])
+
+
+def test_defaults_mark_every_channel_over_a_quarter_of_the_latent(pipe):
+    tr = wmkit.create("tree_ring", pipeline=pipe, calibration=None)
+    assert tr.config() == {"pattern": "rand", "channel": "all", "radius": None, "inversion_steps": 10, "search": True}
+    assert tr._radius_for(32, 32) == 8 and tr._radius_for(64, 64) == 16
+    # the reference's single channel keeps its r = 10 on 64 x 64 latents
+    assert wmkit.create("tree_ring", channel=3, pipeline=pipe)._radius_for(64, 64) == 10
+    with pytest.raises(wmkit.ConfigError, match="zeros"):
+        wmkit.create("tree_ring", pattern="zeros", search=True, pipeline=pipe)
+    assert wmkit.create("tree_ring", pattern="zeros", pipeline=pipe).search is False
+    with pytest.raises(wmkit.ConfigError, match="channel"):
+        wmkit.create("tree_ring", channel="first", pipeline=pipe)
 
 
 @pytest.mark.parametrize("pattern", PATTERNS)
 def test_marked_latents_keep_the_scheduler_statistics(pattern, pipe, noise):
     """What the sampler expects: zero mean, unit variance per latent (checked over 200 draws)."""
     tr = wmkit.create("tree_ring", pattern=pattern, pipeline=pipe, calibration=None)
-    marked = torch.stack([tr.watermark_latents(noise[:25], generate_key("tree_ring", seed=s))[:, -1] for s in range(8)])
+    marked = torch.stack([tr.watermark_latents(noise[:25], generate_key("tree_ring", seed=s)) for s in range(8)])
     assert abs(float(marked.mean())) < 0.02
     # 'rand' keeps white-noise statistics exactly. 'zeros' removes the key region's energy
     # (variance 1 - |M| / hw); 'ring' keeps only real ring values, half the energy on average.
-    lost = {"rand": 0.0, "ring": 0.5, "zeros": 1.0}[pattern] * int(key_region(32, 32, 5).sum()) / 1024
+    lost = {"rand": 0.0, "ring": 0.5, "zeros": 1.0}[pattern] * int(key_region(32, 32, 8).sum()) / 1024
     assert abs(float(marked.std()) - np.sqrt(1 - lost)) < 0.015
     if pattern == "rand":  # the spectrum of Gaussian noise: marginally exactly N(0, 1)
         assert sps.kstest(marked.flatten().numpy()[::7], "norm").pvalue > 0.001
@@ -62,7 +81,7 @@ def test_region_excludes_dc_and_uses_independent_coefficients():
 
 @pytest.mark.parametrize("pattern", PATTERNS)
 def test_analytic_p_values_are_uniform_on_white_noise(pattern, pipe, noise):
-    tr = wmkit.create("tree_ring", pattern=pattern, pipeline=pipe, calibration=None)
+    tr = wmkit.create("tree_ring", pattern=pattern, search=False, pipeline=pipe, calibration=None)
     log_p = tr.analytic_log_p(noise, generate_key("tree_ring", seed=4))[0]
     assert sps.kstest(np.exp(log_p), "uniform").pvalue > 0.001
 
@@ -80,13 +99,17 @@ def _structured_latent() -> torch.Tensor:
 
 
 @pytest.mark.parametrize("pattern", ["rand", "ring"])
-def test_key_randomised_p_value_is_exact_for_any_fixed_image(pattern, pipe):
+@pytest.mark.parametrize("search", [False, True])
+def test_key_randomised_p_value_is_exact_for_any_fixed_image(pattern, search, pipe):
     """The guarantee behind the analytic p-value: over random keys it is uniform for ONE fixed
-    latent, however non-white (no model of the image is involved)."""
-    tr = wmkit.create("tree_ring", pattern=pattern, pipeline=pipe, calibration=None)
+    latent, however non-white (no model of the image is involved); with the geometric search
+    (Bonferroni over its candidates) it may only be conservative."""
+    tr = wmkit.create("tree_ring", pattern=pattern, search=search, pipeline=pipe, calibration=None)
     latent = _structured_latent()
-    p = np.array([np.exp(tr.analytic_log_p(latent, generate_key("tree_ring", seed=1000 + s))[0][0]) for s in range(1500)])
-    assert sps.kstest(p, "uniform").pvalue > 0.001
+    p = np.array([np.exp(tr.analytic_log_p(latent, generate_key("tree_ring", seed=1000 + s))[0][0])
+                  for s in range(1500 if not search else 600)])
+    if not search:
+        assert sps.kstest(p, "uniform").pvalue > 0.001
     for alpha in (0.01, 0.05):
         assert np.mean(p < alpha) <= sps.binom.ppf(0.999, p.size, alpha) / p.size
 
@@ -106,13 +129,34 @@ def test_marked_noise_is_detected_and_ring_evidence_is_capped_by_its_key(pipe, n
     assert np.all(log_p < np.log(1e-20)) and np.all(np.isfinite(log_p))
     zeros = wmkit.create("tree_ring", pattern="zeros", pipeline=pipe, calibration=None)
     assert np.all(zeros.analytic_log_p(zeros.watermark_latents(noise[:8], key), key)[0] < np.log(1e-20))
-    ring = wmkit.create("tree_ring", pattern="ring", pipeline=pipe, calibration=None)
+    ring = wmkit.create("tree_ring", pattern="ring", channel=-1, search=False, pipeline=pipe, calibration=None)
     z = ring.analytic_log_p(ring.watermark_latents(noise[:8], key), key)[2]["z"]
     # Cauchy-Schwarz: z <= |k| / sqrt(hw/2) with k the 5 ring values, however strong the mark
-    _, pattern = ring.key_parts(key, 32, 32)
-    ring_values = pattern[16, 17:22].real.double()
+    _, patterns = ring.key_parts(key, 32, 32)
+    ring_values = patterns[3][16, 17:22].real.double()
     cap = float(torch.sqrt((ring_values**2).sum() / 512))
     assert np.all(z <= cap + 1e-9) and np.all(z > 0.5 * cap)
+
+
+def test_search_finds_rotated_and_zoomed_marks_and_counts_itself_in_the_p_value(pipe, noise):
+    from wmkit.watermarkers.tree_ring import _undo
+
+    key = generate_key("tree_ring", seed=6)
+    tr = wmkit.create("tree_ring", pipeline=pipe, calibration=None)
+    plain = wmkit.create("tree_ring", search=False, pipeline=pipe, calibration=None)
+    marked = tr.watermark_latents(noise[:6], key)
+    rotated = _undo(marked, -21.0, 1.0)  # undoing -21 degrees is rotating by 21
+    zoomed = _undo(marked, 0.0, 1 / 1.155)  # a zoom-in by 1.155 about the centre
+    for attacked, angle, zoom in [(rotated, 21.0, 1.0), (zoomed, 0.0, 1.155)]:
+        log_p, _, extra = tr.analytic_log_p(attacked, key)
+        assert np.all(extra["search_angle"] == angle) and np.all(extra["search_zoom"] == zoom)
+        assert np.all(log_p < np.log(1e-6))
+        plain_log_p = plain.analytic_log_p(attacked, key)[0]
+        assert np.all(log_p < plain_log_p - np.log(1e6))  # far stronger than without the search
+    # untransformed: the identity keeps nearly all its power (a factor 2 for the search)
+    log_p_search = tr.analytic_log_p(marked, key)[0]
+    log_p_plain = plain.analytic_log_p(marked, key)[0]
+    assert np.allclose(log_p_search, np.log(2) + log_p_plain)
 
 
 def test_score_null_recalibrates_a_biased_analytic_test():

@@ -215,7 +215,11 @@ class ScoreWatermarker(Watermarker):
         """(log p-values, scores, extra per-image fields) of an extracted signal against a key."""
 
     def results_from_signal(self, signal, key: Key) -> list[DetectionResult]:
-        log_p_analytic, scores, extra = self.analytic_log_p(signal, key)
+        return self.results_from_log_p(*self.analytic_log_p(signal, key))
+
+    def results_from_log_p(self, log_p_analytic: np.ndarray, scores: np.ndarray,
+                           extra: dict[str, np.ndarray]) -> list[DetectionResult]:
+        """Results from analytic log p-values, recalibrated by the null model when there is one."""
         null = self.null_model
         log_p = null.log_p_value(log_p_analytic) if null is not None else log_p_analytic
         return [
