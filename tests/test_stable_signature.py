@@ -232,8 +232,14 @@ def test_wrap_swaps_the_decoder_caches_it_and_unwrap_restores(pipe, hidden_dir, 
     monkeypatch.setattr(finetune, "finetune_decoder", lambda *a, **k: pytest.fail("fine-tuned again"))
     again = wmkit.create("stable_signature", pipeline=pipe, extractor=str(hidden_dir), finetune_steps=3)
     images = smooth(2, size=64, seed=6)
-    out = again.embed(images, key)  # post-hoc: the VAE round trip through the key's decoder
+    out = again.embed(images, key)  # post-hoc: the photo plus the key's watermark residual
     assert out.shape == images.shape and torch.equal(out, ss.embed(images, key))
+    plain, through_key = again.round_trips(images, key)
+    residual = torch.stack(through_key) - torch.stack(plain)
+    assert float(residual.abs().max()) > 1e-3  # the decoder does write something
+    assert torch.allclose(out, (images + residual).clamp(0, 1), atol=1e-6)
+    # the photo keeps its own detail: closer to it than the round trip through the key's decoder
+    assert float((out - images).pow(2).mean()) < float((torch.stack(through_key) - images).pow(2).mean())
     assert len(again.detect(out, key)) == 2
     with pytest.raises(ConfigError, match="pipeline"):
         wmkit.wrap(random_pipeline(1), again, key)  # made for another pipeline
