@@ -66,11 +66,11 @@ def test_bad_file_in_a_batch_is_reported_and_the_rest_processed(workspace, capsy
 
 
 def test_embed_refuses_to_overwrite(workspace, capsys):
-    # writing into the input folder would replace the inputs: refused per file, exit 1
+    # writing into the input folder would replace the inputs: refused before any work, exit 2
     code, out, err = run(capsys, "embed", "-m", "dwtdctsvd", "-k", workspace / "key.json", workspace / "in", "-o", workspace / "in")
-    assert code == 1 and err.count("would overwrite its input") == 2
+    assert code == 2 and err.count("is an input of this run") == 2 and "nothing was written" in err
     code, out, err = run(capsys, "embed", "-m", "dwtdctsvd", "-k", workspace / "key.json", workspace / "in", "-o", workspace / "out")
-    assert code == 1 and "exists" in err  # outputs from the first test are kept
+    assert code == 2 and "exists" in err  # outputs from the first test are kept
 
 
 def test_usage_errors_exit_2(workspace, capsys, tmp_path):

@@ -43,8 +43,19 @@ def _add_common(p: argparse.ArgumentParser, *, key: bool = True) -> None:
 
 def _add_pipeline_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--pipeline", default=None, help="generation-time methods: 'tiny' (default) or a local diffusers folder")
-    p.add_argument("--inversion-steps", type=int, default=None, help="tree_ring: DDIM inversion steps")
+    p.add_argument("--inversion-steps", type=_positive_int, default=None, help="tree_ring: DDIM inversion steps")
     p.add_argument("--extractor", default=None, help="hidden, stable_signature: 'tiny' (default), a wmkit HiDDeN folder or an official TorchScript extractor file")
+
+
+def _positive_int(text: str) -> int:
+    """argparse type: an integer of at least 1 (a bad value is a usage error, exit 2)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
 
 
 def _add_progress(p: argparse.ArgumentParser) -> None:
@@ -82,19 +93,54 @@ def _load_image_for(wm, path, max_pixels: int):
     return load_image(path, max_pixels=max_pixels, min_pixels=wm.min_pixels, min_side=wm.min_side)
 
 
+def _plan_outputs(args, paths) -> list[Path]:
+    """Every output path, checked before any work: two inputs that map to one name, an output
+    that is an input, an existing file (without --overwrite), a symbolic link or a folder in
+    the way, an output folder that cannot be written. All problems are reported at once as
+    a usage error (exit 2), so nothing is computed only to be refused."""
+    from .atomic import UnsafeTarget, check_target, folder_is_writable
+    from .imageio import output_path
+
+    out_dir = Path(args.output)
+    targets = [output_path(path, out_dir, ext="." + args.format) for path in paths]
+    problems, claimed = [], {}
+    inputs = {p.resolve() for p in paths}
+    for path, target in zip(paths, targets):
+        if target in claimed:
+            problems.append(f"{claimed[target]} and {path} would both be written to {target} (rename one, or run them "
+                            "into separate folders)")
+            continue
+        claimed[target] = path
+        if target.resolve() in inputs and not target.is_symlink():
+            if not args.overwrite:
+                problems.append(f"{target}: is an input of this run; not overwritten (pass --overwrite to replace it)")
+            continue
+        try:
+            check_target(target, overwrite=args.overwrite)
+        except (FileExistsError, UnsafeTarget) as exc:
+            problems.append(str(exc))
+    if not folder_is_writable(out_dir):
+        problems.insert(0, f"{out_dir}: cannot create files in this folder (permission denied or not a folder)")
+    if problems:
+        shown = problems[:10] + ([f"... and {len(problems) - 10} more"] if len(problems) > 10 else [])
+        raise InputError("nothing was written:\n  " + "\n  ".join(shown))
+    return targets
+
+
 def _map_files(args, paths, transform, *, desc: str, load) -> int:
     """Load each file, transform it, save it in OUT_DIR under its own name.
 
-    One error line per bad file; the others are still processed (exit 1 if any failed).
-    Inputs are never overwritten without --overwrite."""
-    from .imageio import output_path, save_image
+    The input list is fixed and every output checked before the first image is touched
+    (``_plan_outputs``); writes are atomic. One error line per bad file; the others are
+    still processed (exit 1 if any failed)."""
+    from .imageio import save_image
 
-    inputs = {str(p.resolve()) for p in paths}
+    paths = list(paths)
+    targets = _plan_outputs(args, paths)
     failures = 0
-    for path in _progress(paths, desc=desc, enabled=args.progress):
+    for path, target in _progress(list(zip(paths, targets)), desc=desc, enabled=args.progress):
         try:
-            target = output_path(path, Path(args.output), ext="." + args.format)
-            save_image(transform(load(path)), target, overwrite=args.overwrite, protect=inputs)
+            save_image(transform(load(path)), target, overwrite=args.overwrite)
             if not args.quiet:
                 print(target)
         except WmkitError as exc:
@@ -387,7 +433,7 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--format", default="png", choices=["png", "webp", "jpg", "bmp", "tiff"], help="output format (default png)")
             p.add_argument("--overwrite", action="store_true", help="allow replacing existing files, inputs included")
             p.add_argument("-q", "--quiet", action="store_true")
-        p.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS, help="refuse larger images")
+        p.add_argument("--max-pixels", type=_positive_int, default=DEFAULT_MAX_PIXELS, help="refuse larger images")
         _add_progress(p)
 
     p = sub.add_parser("embed", help="watermark images post hoc")
@@ -398,7 +444,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("finetune-decoder", help="stable_signature: fine-tune the pipeline's VAE decoder for a key (cached; used by embed/generate)")
     p.add_argument("-k", "--key", required=True, action="append", help="a stable_signature key file")
-    p.add_argument("--steps", type=int, default=None, help="optimisation steps (default 200; the paper uses 100, see README)")
+    p.add_argument("--steps", type=_positive_int, default=None, help="optimisation steps (default 200; the paper uses 100, see README)")
     p.add_argument("-o", "--output", default=None, help="also copy the decoder (safetensors) here")
     p.add_argument("--overwrite", action="store_true", help="fine-tune again even if the cache has this key's decoder")
     p.add_argument("--pipeline", default=None, help="'tiny' (default) or a local diffusers folder")
@@ -410,12 +456,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("generate", help="generate watermarked images with a diffusion pipeline (generation-time methods)")
     _add_common(p)
     p.add_argument("--prompt", required=True)
-    p.add_argument("-n", "--num-images", type=int, default=1)
+    p.add_argument("-n", "--num-images", type=_positive_int, default=1)
     p.add_argument("-o", "--output", required=True, metavar="OUT_DIR")
     p.add_argument("--seed", type=int, default=0, help="image i uses seed S + i and is named after it")
-    p.add_argument("--steps", type=int, default=25, help="sampling steps (default 25)")
+    p.add_argument("--steps", type=_positive_int, default=25, help="sampling steps (default 25)")
     p.add_argument("--guidance", type=float, default=7.5, help="classifier-free guidance scale (default 7.5)")
-    p.add_argument("--size", type=int, default=None, help="image side in pixels (default: the pipeline's)")
+    p.add_argument("--size", type=_positive_int, default=None, help="image side in pixels (default: the pipeline's)")
     p.add_argument("--format", default="png", choices=["png", "webp", "jpg", "bmp", "tiff"])
     p.add_argument("--overwrite", action="store_true")
     p.add_argument("-q", "--quiet", action="store_true")
@@ -440,7 +486,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--attacks", default="calibration", help="attack suite applied too, so the null covers attacked images ('none' for clean only)")
     _add_pipeline_options(p)
     p.add_argument("--overwrite", action="store_true")
-    p.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS)
+    p.add_argument("--max-pixels", type=_positive_int, default=DEFAULT_MAX_PIXELS)
     _add_progress(p)
     p.set_defaults(func=cmd_calibrate)
 
@@ -453,7 +499,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", default="png", choices=["png", "webp", "jpg", "bmp", "tiff"])
     p.add_argument("--overwrite", action="store_true")
     p.add_argument("-q", "--quiet", action="store_true")
-    p.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS)
+    p.add_argument("--max-pixels", type=_positive_int, default=DEFAULT_MAX_PIXELS)
     p.add_argument("--pipeline", default="tiny", help="diffusion pipeline for generative attacks (regen, rinse, vae_regen, paraphrase, adv_embed): 'tiny' (default) or a local diffusers folder")
     _add_progress(p)
     p.set_defaults(func=cmd_attack)
@@ -466,8 +512,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("demo", help="the main job end to end on offline sample photos")
-    p.add_argument("--images", type=int, default=6, help="number of sample images")
-    p.add_argument("--size", type=int, default=256)
+    p.add_argument("--images", type=_positive_int, default=6, help="number of sample images")
+    p.add_argument("--size", type=_positive_int, default=256)
     p.add_argument("-o", "--output", default=None, help="also write the marked images here")
     p.add_argument("-m", "--method", dest="methods", action="append", default=None, metavar="METHOD", help="only these methods (repeat; default all)")
     p.set_defaults(func=cmd_demo)

@@ -133,8 +133,10 @@ def save_image(
 ) -> Path:
     """Write a (3, H, W) tensor; the format follows the file extension (PNG by default).
 
-    Refuses to replace an existing file unless ``overwrite``, and always refuses
-    to replace any path in ``protect`` (the inputs) unless ``overwrite``.
+    Atomic and exclusive (``wmkit.atomic``): no half-written file under the final name, and
+    without ``overwrite`` an existing file (or one another process writes meanwhile) is
+    refused; so is any path in ``protect`` (the inputs); a symbolic link is never written
+    through.
     """
     path = Path(path)
     fmt = SAVE_FORMATS.get(path.suffix.lower().lstrip("."))
@@ -148,9 +150,16 @@ def save_image(
             raise InputError(f"{path}: exists (pass --overwrite to replace it)")
     pil = Image.fromarray(to_uint8(image))
     options = {"quality": int(quality)} if fmt in ("JPEG", "WEBP") else {}
+    import io
+
+    from .atomic import UnsafeTarget, write_bytes
+
+    buffer = io.BytesIO()
+    pil.save(buffer, format=fmt, **options)
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        pil.save(path, format=fmt, **options)
+        write_bytes(path, buffer.getvalue(), overwrite=overwrite)
+    except (FileExistsError, UnsafeTarget) as exc:
+        raise InputError(str(exc)) from None
     except OSError as exc:
         raise InputError(f"{path}: cannot write ({exc.strerror or exc})") from None
     return path

@@ -118,15 +118,16 @@ def save_key(key: Key, path: str | os.PathLike, *, overwrite: bool = False) -> P
         raise ConfigError(f"{path}: exists; refusing to overwrite a key (pass --overwrite)")
     payload = _payload(key)
     payload["checksum"] = _checksum(payload)
+    from .atomic import write_bytes
+
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        # the key is a secret: create the file readable by its owner only
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as f:
-            json.dump(payload, f, indent=2)
-            f.write("\n")
+        # the key is a secret: readable by its owner only, however it is written (a new file,
+        # or over an old one whose mode would otherwise be kept)
+        write_bytes(path, (json.dumps(payload, indent=2) + "\n").encode(), overwrite=overwrite, mode=0o600)
+    except FileExistsError:
+        raise ConfigError(f"{path}: exists; refusing to overwrite a key (pass --overwrite)") from None
     except OSError as exc:
-        raise ConfigError(f"{path}: cannot write the key ({exc.strerror})") from None
+        raise ConfigError(f"{path}: cannot write the key ({exc.strerror or exc})") from None
     return path
 
 

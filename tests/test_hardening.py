@@ -1,0 +1,167 @@
+"""Faults and misuse: atomic and exclusive writes, name collisions, outputs checked before any
+work, symbolic links, key file modes, bad option values."""
+import os
+import signal
+import stat
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+
+import pytest
+
+from wmkit.atomic import TargetExists, UnsafeTarget, write_bytes
+from wmkit.cli import main
+from wmkit.imageio import save_image
+
+
+@pytest.fixture(scope="module")
+def photos_dir(tmp_path_factory, small_photos):
+    root = tmp_path_factory.mktemp("hardening")
+    for i, img in enumerate(small_photos[:2]):
+        save_image(img, root / "in" / f"photo{i}.png")
+    assert main(["keygen", "-m", "dwtdct", "--seed", "1", "-o", str(root / "key.json")]) == 0
+    return root
+
+
+def run(capsys, *argv):
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_a_write_killed_midway_leaves_nothing_under_the_final_name(tmp_path):
+    """kill -9 while the bytes are being flushed: the final name never holds a partial file."""
+    target = tmp_path / "out.png"
+    script = textwrap.dedent(f"""
+        import os, time, sys
+        import wmkit.atomic as atomic
+        real_fsync = os.fsync
+        def slow_fsync(fd):
+            sys.stdout.write("writing\\n"); sys.stdout.flush(); time.sleep(60)
+        os.fsync = slow_fsync
+        atomic.write_bytes({str(target)!r}, b"x" * 1_000_000)
+    """)
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "writing"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not target.exists()
+    # what is left is a hidden temporary file, which a rerun does not mistake for the output
+    assert all(p.name.startswith(".out.png.") for p in tmp_path.iterdir())
+    write_bytes(target, b"complete")
+    assert target.read_bytes() == b"complete"
+
+
+def test_concurrent_writers_to_one_name_exactly_one_wins(tmp_path):
+    target = tmp_path / "shared.png"
+    barrier = threading.Barrier(8)
+    outcomes = []
+
+    def writer(i):
+        barrier.wait()
+        try:
+            write_bytes(target, f"writer {i}".encode() * 1000)
+            outcomes.append(("won", i))
+        except TargetExists:
+            outcomes.append(("refused", i))
+
+    threads = [threading.Thread(target=writer, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    winners = [i for what, i in outcomes if what == "won"]
+    assert len(winners) == 1 and len(outcomes) == 8
+    assert target.read_bytes() == f"writer {winners[0]}".encode() * 1000  # whole, not interleaved
+    assert [p.name for p in tmp_path.iterdir()] == ["shared.png"]  # no temporary file left behind
+
+
+def test_symbolic_links_are_never_written_through(tmp_path):
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious")
+    link = tmp_path / "out.png"
+    link.symlink_to(victim)
+    for overwrite in (False, True):
+        with pytest.raises(UnsafeTarget, match="symbolic link"):
+            write_bytes(link, b"data", overwrite=overwrite)
+    assert victim.read_text() == "precious"
+
+
+def test_two_inputs_with_one_name_are_refused_before_any_work(photos_dir, capsys, tmp_path, monkeypatch):
+    for sub in ("x", "y"):
+        (tmp_path / sub).mkdir()
+        (tmp_path / sub / "a.png").write_bytes((photos_dir / "in" / "photo0.png").read_bytes())
+    _no_marking(monkeypatch)
+    for extra in ([], ["--overwrite"]):
+        code, out, err = run(capsys, "embed", "-m", "dwtdct", "-k", photos_dir / "key.json", tmp_path / "x", tmp_path / "y",
+                             "-o", tmp_path / "out", *extra)
+        assert code == 2 and "would both be written to" in err and "nothing was written" in err
+        assert not list((tmp_path / "out").glob("*.png"))
+
+
+def _no_marking(monkeypatch):
+    """Make marking fail the test: what these runs refuse must be refused before any work."""
+    import wmkit.cli as cli
+
+    real_create = cli._create
+
+    def create(method, **config):
+        wm = real_create(method, **config)
+        wm.embed = lambda *a, **k: pytest.fail("marked an image before refusing the run")
+        return wm
+
+    monkeypatch.setattr(cli, "_create", create)
+
+
+def test_existing_outputs_and_links_are_refused_before_any_work(photos_dir, capsys, tmp_path, monkeypatch):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "photo0.png").write_bytes(b"an earlier result")
+    (out / "photo1.png").symlink_to(tmp_path / "elsewhere.png")
+    _no_marking(monkeypatch)
+    start = time.perf_counter()
+    code, _, err = run(capsys, "embed", "-m", "dwtdct", "-k", photos_dir / "key.json", photos_dir / "in", "-o", out)
+    assert code == 2 and "photo0.png: exists" in err and "symbolic link" in err
+    assert time.perf_counter() - start < 10
+    assert (out / "photo0.png").read_bytes() == b"an earlier result" and not (tmp_path / "elsewhere.png").exists()
+    # --overwrite replaces a file but still never writes through a link
+    code, _, err = run(capsys, "embed", "-m", "dwtdct", "-k", photos_dir / "key.json", photos_dir / "in", "-o", out,
+                       "--overwrite")
+    assert code == 2 and "symbolic link" in err and "photo0.png" not in err.replace("photo0.png: exists", "")
+
+
+def test_output_folder_equal_to_the_input_folder_marks_each_input_once(photos_dir, capsys, tmp_path):
+    from PIL import Image
+
+    folder = tmp_path / "same"
+    folder.mkdir()
+    Image.open(photos_dir / "in" / "photo0.png").convert("RGB").save(folder / "j1.jpg", quality=95)
+    before = (folder / "j1.jpg").read_bytes()
+    code, out, err = run(capsys, "embed", "-m", "dwtdct", "-k", photos_dir / "key.json", folder, "-o", folder, "--overwrite")
+    assert code == 0, err
+    assert out.split() == [str(folder / "j1.png")]  # one output, the new file never read back as an input
+    assert sorted(p.name for p in folder.iterdir()) == ["j1.jpg", "j1.png"]
+    assert (folder / "j1.jpg").read_bytes() == before
+
+
+def test_key_files_are_private_however_they_are_written(capsys, tmp_path):
+    key = tmp_path / "k.json"
+    key.write_text("{}")
+    key.chmod(0o644)
+    code, _, err = run(capsys, "keygen", "-m", "dwtdct", "--seed", "3", "-o", key, "--overwrite")
+    assert code == 0, err
+    assert stat.S_IMODE(key.stat().st_mode) == 0o600
+    fresh = tmp_path / "fresh.json"
+    assert run(capsys, "keygen", "-m", "dwtdct", "-o", fresh)[0] == 0
+    assert stat.S_IMODE(fresh.stat().st_mode) == 0o600
+
+
+@pytest.mark.parametrize("option", [["--max-pixels", "-5"], ["--max-pixels", "0"], ["--max-pixels", "many"]])
+def test_bad_option_values_are_usage_errors(photos_dir, capsys, option):
+    with pytest.raises(SystemExit) as exc:
+        main(["verify", "-m", "dwtdct", "-k", str(photos_dir / "key.json"), str(photos_dir / "in"), *option])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert "--max-pixels" in err and ("positive integer" in err or "at least 1" in err)
