@@ -152,13 +152,13 @@ def save_image(
     options = {"quality": int(quality)} if fmt in ("JPEG", "WEBP") else {}
     import io
 
-    from .atomic import UnsafeTarget, write_bytes
+    from .atomic import TargetExists, UnsafeTarget, write_bytes
 
     buffer = io.BytesIO()
     pil.save(buffer, format=fmt, **options)
     try:
         write_bytes(path, buffer.getvalue(), overwrite=overwrite)
-    except (FileExistsError, UnsafeTarget) as exc:
+    except (TargetExists, UnsafeTarget) as exc:
         raise InputError(str(exc)) from None
     except OSError as exc:
         raise InputError(f"{path}: cannot write ({exc.strerror or exc})") from None

@@ -118,13 +118,13 @@ def save_key(key: Key, path: str | os.PathLike, *, overwrite: bool = False) -> P
         raise ConfigError(f"{path}: exists; refusing to overwrite a key (pass --overwrite)")
     payload = _payload(key)
     payload["checksum"] = _checksum(payload)
-    from .atomic import write_bytes
+    from .atomic import TargetExists, write_bytes
 
     try:
         # the key is a secret: readable by its owner only, however it is written (a new file,
         # or over an old one whose mode would otherwise be kept)
         write_bytes(path, (json.dumps(payload, indent=2) + "\n").encode(), overwrite=overwrite, mode=0o600)
-    except FileExistsError:
+    except TargetExists:
         raise ConfigError(f"{path}: exists; refusing to overwrite a key (pass --overwrite)") from None
     except OSError as exc:
         raise ConfigError(f"{path}: cannot write the key ({exc.strerror or exc})") from None
