@@ -53,9 +53,10 @@ class HiddenEncoder(nn.Module):
     Stable Diffusion-style VAE decodes to, which lets a fine-tuned decoder write the same
     message into every image it decodes (Stable Signature)."""
 
-    def __init__(self, num_bits: int = 48, channels: int = 32, period: int = 8, carriers: int = 8):
+    def __init__(self, num_bits: int = 48, channels: int = 32, period: int = 8, carriers: int = 8, smooth: float = 0.0):
         super().__init__()
         self.num_bits, self.channels, self.period, self.carriers = num_bits, channels, period, carriers
+        self.smooth = float(smooth)
         self.message = nn.Linear(num_bits, carriers * period * period)
         self.features = nn.Sequential(_block(3, channels), _block(channels, channels))
         self.merge = _block(channels + 3 + carriers, channels)
@@ -68,7 +69,21 @@ class HiddenEncoder(nn.Module):
         reps = (-(-(height + phase[0]) // self.period), -(-(width + phase[1]) // self.period))
         carrier = tile.repeat(1, 1, *reps)[..., phase[0]:phase[0] + height, phase[1]:phase[1] + width]
         h = self.merge(torch.cat([self.features(x), x, carrier], dim=1))
-        return torch.tanh(self.out(h))
+        residual = torch.tanh(self.out(h))
+        return _gaussian_blur(residual, self.smooth) if self.smooth else residual
+
+
+def _gaussian_blur(images: torch.Tensor, sigma: float) -> torch.Tensor:
+    """A fixed separable Gaussian low-pass (reflect padding): keeps a residual's energy below
+    about 1 / (4 sigma) cycles per pixel, the band JPEG quantises gently and a 2x downscale keeps."""
+    radius = max(1, int(round(3 * sigma)))
+    t = torch.arange(-radius, radius + 1, dtype=images.dtype, device=images.device)
+    kernel = torch.exp(-0.5 * (t / sigma) ** 2)
+    kernel = kernel / kernel.sum()
+    c = images.shape[1]
+    x = F.pad(images, (radius, radius, radius, radius), mode="reflect")
+    x = F.conv2d(x, kernel.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
+    return F.conv2d(x, kernel.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
 
 
 def period_candidates(image: torch.Tensor, period: int, count: int = 3, low: float = 0.5, high: float = 2.0,
@@ -298,7 +313,8 @@ def save_hidden(encoder: HiddenEncoder, extractor: WhitenedExtractor, folder: st
     folder.mkdir(parents=True, exist_ok=True)
     raw = extractor.extractor
     arch = {"num_bits": raw.num_bits, "channels": raw.channels, "period": raw.period, "layers": raw.layers,
-            "scale_candidates": raw.scale_candidates, "encoder_channels": encoder.channels, "carriers": encoder.carriers}
+            "scale_candidates": raw.scale_candidates, "encoder_channels": encoder.channels, "carriers": encoder.carriers,
+            **({"smooth": encoder.smooth} if encoder.smooth else {})}
     meta = {"format": "wmkit-hidden", "version": "2", "arch": json.dumps(arch)}
     files = [folder / "encoder.safetensors", folder / "extractor.safetensors", folder / "provenance.json"]
     save_file({k: v.half().contiguous() if v.is_floating_point() else v.contiguous() for k, v in encoder.state_dict().items()}, files[0], metadata=meta)
@@ -312,7 +328,7 @@ def save_hidden(encoder: HiddenEncoder, extractor: WhitenedExtractor, folder: st
 
 def build_hidden(arch: dict[str, Any]) -> tuple[HiddenEncoder, WhitenedExtractor]:
     """Untrained (encoder, whitened extractor) of the architecture ``save_hidden`` records."""
-    encoder = HiddenEncoder(arch["num_bits"], arch["encoder_channels"], arch["period"], arch["carriers"])
+    encoder = HiddenEncoder(arch["num_bits"], arch["encoder_channels"], arch["period"], arch["carriers"], arch.get("smooth", 0.0))
     raw = HiddenExtractor(arch["num_bits"], arch["channels"], arch["period"], arch["layers"], arch["scale_candidates"])
     return encoder, WhitenedExtractor(raw, arch["num_bits"])
 
