@@ -316,3 +316,39 @@ def test_cli_keygen_finetune_embed_generate_verify(pipe, hidden_dir, tmp_path, m
     # options that a method does not take are refused, not ignored
     assert main(["verify", "-m", "dwtdct", "-k", str(key), str(tmp_path / "out"), "--extractor", "x"]) != 0
     assert "does not apply" in capsys.readouterr().err
+
+
+def test_smooth_encoder_keeps_its_residual_in_the_low_band(tmp_path):
+    """--smooth: a fixed Gaussian low-pass on the encoder's residual, saved in the architecture."""
+    from wmkit.train.hidden import train
+
+    small = dict(size=32, batch=4, count=16, channels=8, whitening_crops=((64, 60),), log_every=1)
+    train(out=tmp_path / "s", minutes=None, steps=2, smooth=1.2, **small)
+    encoder, _, provenance = load_hidden(tmp_path / "s")
+    assert provenance["arch"]["smooth"] == 1.2 and encoder.smooth == 1.2
+    residual = encoder(torch.rand(2, 3, 64, 64), torch.randint(0, 2, (2, encoder.num_bits)).float())
+    power = torch.fft.rfft2(residual).abs().pow(2).mean(dim=(0, 1))
+    f = torch.sqrt(torch.fft.fftfreq(64)[:, None] ** 2 + torch.fft.rfftfreq(64)[None, :] ** 2)
+    assert float(power[f > 0.3].mean()) < 0.01 * float(power[(f > 0) & (f < 0.1)].mean())
+
+
+def test_a_shipped_calibration_fitted_on_another_extractor_is_refused(hidden_dir, tmp_path, monkeypatch):
+    import shutil
+
+    from wmkit.calibration import fit_bit_null, shipped_calibration_path
+    from wmkit.errors import WeightsError
+
+    monkeypatch.setenv("WMKIT_WEIGHTS", str(tmp_path))
+    shutil.copytree(hidden_dir, tmp_path / "hidden")
+    wm = wmkit.create("hidden", calibration=None)
+    bits = np.random.default_rng(0).integers(0, 2, (200, wm.num_bits))
+    path = shipped_calibration_path("hidden", wm.config())
+    for digest, ok in (("0" * 12, False), (wm.extractor_digest(), True)):
+        fit_bit_null(bits, method="hidden", config=wm.config(), steps=20,
+                     info={"extractor_digest": digest}).save(path, overwrite=True)
+        fresh = wmkit.create("hidden")
+        if ok:
+            assert fresh.null_model is not None
+        else:
+            with pytest.raises(WeightsError, match="fitted on another extractor"):
+                fresh.null_model
