@@ -165,3 +165,14 @@ def test_bad_option_values_are_usage_errors(photos_dir, capsys, option):
     assert exc.value.code == 2
     err = capsys.readouterr().err
     assert "--max-pixels" in err and ("positive integer" in err or "at least 1" in err)
+
+
+def test_verify_prints_decoded_bits_only_on_request(photos_dir, capsys):
+    import json
+
+    base = ["verify", "-m", "dwtdct", "-k", photos_dir / "key.json", photos_dir / "in" / "photo0.png", "--json"]
+    code, out, _ = run(capsys, *base)
+    assert code == 0 and "bits" not in json.loads(out) and "bit_accuracy" in json.loads(out)
+    code, out, _ = run(capsys, *base, "--show-bits")
+    record = json.loads(out)
+    assert code == 0 and len(record["bits"]) == 32 and set(record["bits"]) <= {"0", "1"}

@@ -308,9 +308,9 @@ def cmd_verify(args) -> int:
         try:
             image = _load_image_for(wm, path, args.max_pixels)
             if len(keys) == 1:
-                record = wm.detect([image], keys[0])[0].to_dict(args.alpha)
+                record = wm.detect([image], keys[0])[0].to_dict(args.alpha, include_bits=args.show_bits)
             else:
-                record = wm.identify([image], keys)[0].to_dict(args.alpha)
+                record = wm.identify([image], keys)[0].to_dict(args.alpha, include_bits=args.show_bits)
             record = {"path": str(path), **record}
         except WmkitError as exc:
             failures += 1
@@ -474,6 +474,8 @@ def build_parser() -> argparse.ArgumentParser:
     images_args(p, output=False)
     p.add_argument("--alpha", type=float, default=1e-3, help="significance level of the decision (default 1e-3)")
     p.add_argument("--json", action="store_true", help="one JSON object per image, one per line")
+    p.add_argument("--show-bits", action="store_true",
+                   help="add the decoded bits to --json records (they let anyone who sees them forge a public-embedder mark)")
     p.add_argument("--calibration", default=None, help="null calibration file, or 'none' for the analytic p-value")
     _add_pipeline_options(p)
     p.set_defaults(func=cmd_verify)

@@ -34,14 +34,18 @@ class DetectionResult:
             raise ConfigError(f"alpha must lie in (0, 1), got {alpha}")
         return self.p_value < alpha
 
-    def to_dict(self, alpha: float = DEFAULT_ALPHA) -> dict[str, Any]:
+    def to_dict(self, alpha: float = DEFAULT_ALPHA, *, include_bits: bool = False) -> dict[str, Any]:
+        """The record `wmkit verify --json` prints. The decoded bits only with ``include_bits``:
+        for a scheme whose embedder is public (rivagan, hidden), printing them hands anyone who
+        sees one output what they need to forge the owner's mark."""
         record = asdict(self)
         record["detected"] = self.detected(alpha)
-        if self.bits is not None:
+        if self.bits is None:
+            del record["bit_accuracy"]
+        if self.bits is not None and include_bits:
             record["bits"] = "".join(str(b) for b in self.bits)
         else:
             del record["bits"]
-            del record["bit_accuracy"]
         extra = record.pop("extra")
         record.update(extra)
         return record
