@@ -176,3 +176,32 @@ def test_verify_prints_decoded_bits_only_on_request(photos_dir, capsys):
     code, out, _ = run(capsys, *base, "--show-bits")
     record = json.loads(out)
     assert code == 0 and len(record["bits"]) == 32 and set(record["bits"]) <= {"0", "1"}
+
+
+def _tampered_key(path, tmp_path, name, **changes):
+    """A copy of the key with fields changed and a valid checksum (what a careless edit or a
+    hostile tool produces)."""
+    import json
+
+    from wmkit.keys import _checksum
+
+    payload = json.loads(path.read_text())
+    payload.pop("checksum")
+    payload.update(changes)
+    payload["checksum"] = _checksum(payload)
+    out = tmp_path / name
+    out.write_text(json.dumps(payload))
+    return out
+
+
+@pytest.mark.parametrize("changes, says", [
+    ({"message": 12345}, "malformed"),
+    ({"message": "0101"}, "carries exactly 32"),
+    ({"message": "01x1" * 8}, "malformed"),
+    ({"secret": "ab" * 1}, "the secret has 8 bits"),
+    ({"method": "rivagan"}, "rivagan"),
+])
+def test_keys_with_a_valid_checksum_but_bad_contents_are_usage_errors(photos_dir, capsys, tmp_path, changes, says):
+    key = _tampered_key(photos_dir / "key.json", tmp_path, "bad.json", **changes)
+    code, out, err = run(capsys, "verify", "-m", "dwtdct", "-k", key, photos_dir / "in")
+    assert code == 2 and says in err and str(key) in err and "Traceback" not in err

@@ -194,7 +194,7 @@ def cmd_embed(args) -> int:
     from .keys import load_key
 
     wm = _create(args.method, **_pipeline_option(args))
-    key = load_key(args.key[0], method=args.method)
+    key = load_key(args.key[0], method=args.method, num_bits=getattr(wm, "num_bits", None))
     if len(args.key) > 1:
         raise ConfigError("embed takes one key")
     if not wm.can_embed:
@@ -296,7 +296,7 @@ def cmd_verify(args) -> int:
     if not 0.0 < args.alpha < 1.0:
         raise ConfigError(f"--alpha must lie in (0, 1), got {args.alpha}")
     wm = _create(args.method, **_pipeline_option(args))
-    keys = [load_key(k, method=args.method) for k in args.key]
+    keys = [load_key(k, method=args.method, num_bits=getattr(wm, "num_bits", None)) for k in args.key]
     if hasattr(wm, "set_calibration"):
         wm.set_calibration(_calibration_spec(args, args.key[0]))
         wm.null_model  # load now: a bad calibration file is a usage error, not N file errors
@@ -347,7 +347,7 @@ def cmd_calibrate(args) -> int:
     from .keys import load_key
 
     wm = _create(args.method, **_pipeline_option(args))
-    keys = [load_key(k, method=args.method) for k in args.key] if args.key else None
+    keys = [load_key(k, method=args.method, num_bits=getattr(wm, "num_bits", None)) for k in args.key] if args.key else None
     output = Path(args.output) if args.output else key_calibration_path(args.key[0])
     if output.exists() and not args.overwrite:
         raise ConfigError(f"{output}: exists (pass --overwrite to replace it)")

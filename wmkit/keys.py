@@ -77,6 +77,9 @@ class Key:
         return Key(self.method, self.secret, tuple(int(b) for b in message), self.created)
 
 
+SECRET_BYTES = 32  # 256-bit secrets
+
+
 def parse_message(text: str) -> tuple[int, ...]:
     """'0101...' -> (0, 1, 0, 1, ...); anything but 0s and 1s is a ConfigError."""
     text = text.strip()
@@ -88,7 +91,7 @@ def parse_message(text: str) -> tuple[int, ...]:
 def generate_key(method: str, *, seed: Optional[int] = None, message: Optional[Sequence[int]] = None) -> Key:
     """A new key. With ``seed`` the secret is reproducible (tests, demos); without, it is random."""
     if seed is None:
-        secret = secrets.token_bytes(32)
+        secret = secrets.token_bytes(SECRET_BYTES)
     else:
         secret = hashlib.sha256(f"wmkit-key-seed:{int(seed)}".encode()).digest()
     created = datetime.now(timezone.utc).replace(microsecond=0).isoformat()
@@ -131,8 +134,10 @@ def save_key(key: Key, path: str | os.PathLike, *, overwrite: bool = False) -> P
     return path
 
 
-def load_key(path: str | os.PathLike, *, method: Optional[str] = None) -> Key:
-    """Load and verify a key file; ``method`` checks it was made for that scheme."""
+def load_key(path: str | os.PathLike, *, method: Optional[str] = None, num_bits: Optional[int] = None) -> Key:
+    """Load and verify a key file, whole: format, checksum, a 256-bit secret, a message of 0s
+    and 1s; ``method`` checks it was made for that scheme, ``num_bits`` that its message (if it
+    has one) is that scheme's length. Every error names the file."""
     path = Path(path)
     try:
         text = path.read_text()
@@ -153,10 +158,20 @@ def load_key(path: str | os.PathLike, *, method: Optional[str] = None) -> Key:
         raise KeyFileError(f"{path}: the key file is corrupted (checksum mismatch); use an intact copy")
     try:
         secret = bytes.fromhex(payload["secret"])
+        if payload["message"] is not None and not isinstance(payload["message"], str):
+            raise TypeError("message")
         message = None if payload["message"] is None else parse_message(payload["message"])
         key = Key(method=str(payload["method"]), secret=secret, message=message, created=str(payload["created"]))
-    except (KeyError, ValueError, TypeError, ConfigError):
-        raise KeyFileError(f"{path}: the key file is malformed") from None
+    except (KeyError, ValueError, TypeError, AttributeError, ConfigError):
+        raise KeyFileError(f"{path}: the key file is malformed (its secret or message is not what wmkit writes)") from None
+    if len(secret) != SECRET_BYTES:
+        raise KeyFileError(f"{path}: the secret has {8 * len(secret)} bits; wmkit keys have {8 * SECRET_BYTES} "
+                           "(make a new key with `wmkit keygen`)")
     if method is not None:
-        key.check_method(method)
+        try:
+            key.check_method(method)
+        except KeyFileError as exc:
+            raise KeyFileError(f"{path}: {exc}") from None
+    if num_bits is not None and message is not None and len(message) != num_bits:
+        raise KeyFileError(f"{path}: its message has {len(message)} bits; '{key.method}' carries exactly {num_bits}")
     return key
