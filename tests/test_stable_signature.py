@@ -353,3 +353,33 @@ def test_a_shipped_calibration_fitted_on_another_extractor_is_refused(hidden_dir
         else:
             with pytest.raises(WeightsError, match="fitted on another extractor"):
                 fresh.null_model
+
+
+def test_damaged_decoder_cache_names_the_file_and_concurrent_first_uses_fine_tune_once(pipe, hidden_dir, tmp_path, monkeypatch):
+    import threading
+
+    import wmkit.finetune as finetune
+
+    monkeypatch.setenv("WMKIT_CACHE", str(tmp_path / "cache"))
+    key = generate_key("stable_signature", seed=12)
+    real, calls = finetune.finetune_decoder, []
+
+    def counting(*args, **kwargs):
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(finetune, "finetune_decoder", counting)
+    instances = [wmkit.create("stable_signature", pipeline=pipe, extractor=str(hidden_dir), finetune_steps=1) for _ in range(3)]
+    threads = [threading.Thread(target=wm.watermarked_decoder, args=(key,), kwargs={"progress": False}) for wm in instances]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(calls) == 1  # the others waited for the lock and loaded the cached decoder
+    cached = instances[0].decoder_cache_path(key)
+    assert not [p for p in cached.parent.iterdir() if p.name.endswith(".tmp")]
+    cached.write_bytes(cached.read_bytes()[:100])  # damaged, as a full disk or a killed copy would leave it
+    fresh = wmkit.create("stable_signature", pipeline=pipe, extractor=str(hidden_dir), finetune_steps=1)
+    with pytest.raises(WeightsError, match="damaged") as error:
+        fresh.watermarked_decoder(key)
+    assert str(cached) in str(error.value) and "delete it" in str(error.value)

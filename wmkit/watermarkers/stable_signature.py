@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, ClassVar, Optional
 
@@ -27,6 +28,24 @@ from ..registry import register_watermarker
 from .hidden import DEFAULT_EXTRACTOR, ExtractorBits
 
 DEFAULT_STEPS = 200  # the paper's 100 with the SSIM floor cost PSNR and bits on the tiny VAE (see wmkit.finetune)
+
+
+@contextmanager
+def _file_lock(path: Path):
+    """An exclusive advisory lock (fcntl) held while the block runs."""
+    import fcntl
+
+    with open(path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+@contextmanager
+def _no_lock():
+    yield
 
 
 def cache_dir() -> Path:
@@ -102,23 +121,40 @@ class StableSignature(ExtractorBits):
 
         vae = self.pipe.vae
         path = Path(self._decoder_path) if self._decoder_path else self.decoder_cache_path(key)
-        if path.is_file():
-            decoder = copy.deepcopy(vae.decoder)
-            try:
-                state = load_file(str(path))
-                decoder.load_state_dict({k: v.to(next(vae.decoder.parameters()).dtype) for k, v in state.items()})
-            except (OSError, RuntimeError) as exc:
-                raise WeightsError(f"{path}: not a decoder for this pipeline's VAE ({str(exc).splitlines()[0]})") from exc
-        elif self._decoder_path:
+        if self._decoder_path and not path.is_file():
             raise WeightsError(f"{path}: no such decoder file (make one with `wmkit finetune-decoder`)")
-        else:
-            from ..finetune import finetune_decoder
-
-            decoder, report = finetune_decoder(vae, self.extractor, self.message(key), steps=self.finetune_steps, progress=progress)
+        if not self._decoder_path:
             path.parent.mkdir(parents=True, exist_ok=True)
-            save_file({k: v.contiguous() for k, v in decoder.state_dict().items()}, str(path),
-                      metadata={"key_fingerprint": key.fingerprint, "bit_accuracy": f"{report.bit_accuracy:.4f}",
-                                "psnr_db": f"{report.psnr_db:.2f}", "steps": str(report.steps)})
+        # one lock per decoder: concurrent first uses of a key fine-tune it once, the others wait
+        with _file_lock(path.with_name(path.name + ".lock")) if not self._decoder_path else _no_lock():
+            if path.is_file():
+                decoder = copy.deepcopy(vae.decoder)
+                try:
+                    state = load_file(str(path))
+                    decoder.load_state_dict({k: v.to(next(vae.decoder.parameters()).dtype) for k, v in state.items()})
+                except Exception as exc:  # safetensors raises its own error type for damaged files
+                    remedy = ("delete it and the decoder is fine-tuned again on next use "
+                              "(or run `wmkit finetune-decoder -k KEY --overwrite`)") if not self._decoder_path else \
+                        "make it again with `wmkit finetune-decoder`"
+                    raise WeightsError(f"{path}: damaged or not a decoder for this pipeline's VAE "
+                                       f"({str(exc).splitlines()[0]}); {remedy}") from None
+            else:
+                from ..finetune import finetune_decoder
+
+                decoder, report = finetune_decoder(vae, self.extractor, self.message(key), steps=self.finetune_steps,
+                                                   progress=progress)
+                import tempfile
+
+                with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp", delete=False) as tmp:
+                    pass
+                try:  # written whole or not at all: a killed run never leaves a damaged cache
+                    save_file({k: v.contiguous() for k, v in decoder.state_dict().items()}, tmp.name,
+                              metadata={"key_fingerprint": key.fingerprint, "bit_accuracy": f"{report.bit_accuracy:.4f}",
+                                        "psnr_db": f"{report.psnr_db:.2f}", "steps": str(report.steps)})
+                    os.replace(tmp.name, path)
+                finally:
+                    if os.path.exists(tmp.name):
+                        os.unlink(tmp.name)
         decoder.eval().requires_grad_(False)
         self._decoders[key.fingerprint] = decoder
         return decoder
