@@ -205,3 +205,21 @@ def test_keys_with_a_valid_checksum_but_bad_contents_are_usage_errors(photos_dir
     key = _tampered_key(photos_dir / "key.json", tmp_path, "bad.json", **changes)
     code, out, err = run(capsys, "verify", "-m", "dwtdct", "-k", key, photos_dir / "in")
     assert code == 2 and says in err and str(key) in err and "Traceback" not in err
+
+
+def test_broken_links_and_gifs_in_a_folder_get_records(photos_dir, capsys, tmp_path):
+    import json
+
+    from PIL import Image
+
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    (folder / "photo0.png").write_bytes((photos_dir / "in" / "photo0.png").read_bytes())
+    (folder / "gone.png").symlink_to(tmp_path / "nowhere.png")
+    Image.open(photos_dir / "in" / "photo1.png").convert("RGB").save(folder / "anim.gif")
+    (folder / "notes.txt").write_text("not an image, left alone by the documented rule")
+    code, out, _ = run(capsys, "verify", "-m", "dwtdct", "-k", photos_dir / "key.json", folder, "--json")
+    records = {json.loads(line)["path"].rsplit("/", 1)[-1]: json.loads(line) for line in out.splitlines()}
+    assert code == 1 and set(records) == {"photo0.png", "gone.png", "anim.gif"}
+    assert "broken symbolic link" in records["gone.png"]["error"]
+    assert "p_value" in records["anim.gif"] and "p_value" in records["photo0.png"]

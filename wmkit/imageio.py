@@ -19,7 +19,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .errors import InputError
 
-IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff"}
+IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".gif"}  # a GIF is read as its first frame
 SAVE_FORMATS = {"png": "PNG", "jpg": "JPEG", "jpeg": "JPEG", "webp": "WEBP", "bmp": "BMP", "tif": "TIFF", "tiff": "TIFF"}
 DEFAULT_MAX_PIXELS = 50_000_000  # about 7000 x 7000; the decoded float tensor is 600 MB
 
@@ -68,6 +68,8 @@ def load_image(
     """
     path = Path(path)
     if not path.exists():
+        if path.is_symlink():
+            raise InputError(f"{path}: broken symbolic link (its target {os.readlink(path)} does not exist)")
         raise InputError(f"{path}: no such file")
     if path.is_dir():
         raise InputError(f"{path}: is a directory, not an image")
@@ -92,6 +94,8 @@ def load_image(
         raise
     except UnidentifiedImageError:
         raise InputError(f"{path}: not an image (unknown or unsupported format)") from None
+    except PermissionError:
+        raise InputError(f"{path}: permission denied (cannot read the file)") from None
     except (OSError, SyntaxError, ValueError) as exc:
         raise InputError(f"{path}: truncated or corrupt image data ({exc})") from None
     finally:
@@ -166,15 +170,19 @@ def save_image(
 
 
 def iter_image_paths(inputs: Sequence[str | os.PathLike]) -> Iterator[Path]:
-    """Expand files and folders (recursively, sorted, image extensions only).
+    """Expand files and folders (recursively, sorted).
 
-    Files named explicitly are always yielded, whatever their extension, so a
-    bad one gets an error record instead of vanishing silently.
+    In a folder, files with an image extension (``IMAGE_EXTENSIONS``) are taken, and so are
+    broken symbolic links with one (their load fails with an error record that says so); other
+    files are left alone (the documented rule: a folder may hold notes, keys, reports).
+    Files named explicitly are always yielded, whatever their extension, so a bad one gets
+    an error record instead of vanishing silently.
     """
     for item in inputs:
         path = Path(item)
         if path.is_dir():
-            found = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+            found = sorted(p for p in path.rglob("*")
+                           if p.suffix.lower() in IMAGE_EXTENSIONS and (p.is_file() or (p.is_symlink() and not p.exists())))
             yield from found
         else:
             yield path
