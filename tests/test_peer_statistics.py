@@ -83,3 +83,19 @@ def test_fixed_keys_calibrated_false_positive_rate(method, eval_photos_512):
     if method == "dwtdct":
         # the check has teeth: the fair-coin p-value fails it badly for this biased decoder
         assert fair_worst > 0.2
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", PEERS)
+def test_images_marked_with_another_key_are_not_attributed(method, eval_photos_256):
+    """The second null of a deployment with many users: marked with key A, tested against
+    300 other keys (screened as keygen screens them)."""
+    from wmkit.screening import screen_key
+
+    wm = wmkit.create(method)
+    owner = screen_key(wm, generate_key(method, seed=1), explicit_message=False)[0]
+    bits = wm.extract(wm.embed(eval_photos_256[:8], owner))
+    others = [screen_key(wm, generate_key(method, seed=50_000 + i), explicit_message=False)[0] for i in range(300)]
+    p = np.array([r.p_value for key in others for r in wm.results_from_signal(bits, key)])
+    for alpha in (1e-2, 1e-3):
+        assert np.mean(p < alpha) <= binomial_upper_bound(alpha, len(p), confidence=0.999), (alpha, np.mean(p < alpha))
