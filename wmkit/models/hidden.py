@@ -70,7 +70,14 @@ class HiddenEncoder(nn.Module):
         carrier = tile.repeat(1, 1, *reps)[..., phase[0]:phase[0] + height, phase[1]:phase[1] + width]
         h = self.merge(torch.cat([self.features(x), x, carrier], dim=1))
         residual = torch.tanh(self.out(h))
-        return _gaussian_blur(residual, self.smooth) if self.smooth else residual
+        if not self.smooth:
+            return residual
+        # low-passed, at the unfiltered residual's RMS: a plain blur shrinks an untrained
+        # encoder's (mostly high-frequency) output until the image loss wins and the mark
+        # vanishes (measured: bit accuracy 0.50 and a 72 dB residual after 1000 steps)
+        smooth = _gaussian_blur(residual, self.smooth)
+        gain = (residual.pow(2).mean(dim=(1, 2, 3), keepdim=True) / smooth.pow(2).mean(dim=(1, 2, 3), keepdim=True).clamp_min(1e-12))
+        return smooth * gain.sqrt().detach()
 
 
 def _gaussian_blur(images: torch.Tensor, sigma: float) -> torch.Tensor:
