@@ -32,6 +32,7 @@ def main() -> None:
     parser.add_argument("--keys", type=int, default=500)
     parser.add_argument("--size", type=int, default=256)
     parser.add_argument("--methods", nargs="+", default=METHODS)
+    parser.add_argument("--owner-seed", type=int, default=1, help="seed of the owner's key (reuse a cached decoder)")
     parser.add_argument("--threads", type=int, default=None)
     args = parser.parse_args()
     if args.threads:
@@ -41,7 +42,7 @@ def main() -> None:
     for method in args.methods:
         start = time.perf_counter()
         wm = wmkit.create(method)
-        owner = screen_key(wm, generate_key(method, seed=1), explicit_message=False)[0]
+        owner = screen_key(wm, generate_key(method, seed=args.owner_seed), explicit_message=False)[0]
         marked = wm.embed(photos, owner)
         others = [screen_key(wm, generate_key(method, seed=100_000 + i), explicit_message=False)[0] for i in range(args.keys)]
         for name, images in (("other key", marked), ("clean photo", photos)):
