@@ -150,8 +150,6 @@ def save_image(
         resolved = path.resolve()
         if any(resolved == Path(p).resolve() for p in protect):
             raise InputError(f"{path}: would overwrite its input (pass --overwrite to allow)")
-        if path.exists():
-            raise InputError(f"{path}: exists (pass --overwrite to replace it)")
     pil = Image.fromarray(to_uint8(image))
     options = {"quality": int(quality)} if fmt in ("JPEG", "WEBP") else {}
     import io

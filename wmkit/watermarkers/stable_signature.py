@@ -117,7 +117,7 @@ class StableSignature(ExtractorBits):
             return self._decoders[key.fingerprint]
         import copy
 
-        from safetensors.torch import load_file, save_file
+        from safetensors.torch import load_file
 
         vae = self.pipe.vae
         path = Path(self._decoder_path) if self._decoder_path else self.decoder_cache_path(key)
@@ -143,18 +143,16 @@ class StableSignature(ExtractorBits):
 
                 decoder, report = finetune_decoder(vae, self.extractor, self.message(key), steps=self.finetune_steps,
                                                    progress=progress)
-                import tempfile
+                from safetensors.torch import save
 
-                with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp", delete=False) as tmp:
-                    pass
-                try:  # written whole or not at all: a killed run never leaves a damaged cache
-                    save_file({k: v.contiguous() for k, v in decoder.state_dict().items()}, tmp.name,
-                              metadata={"key_fingerprint": key.fingerprint, "bit_accuracy": f"{report.bit_accuracy:.4f}",
-                                        "psnr_db": f"{report.psnr_db:.2f}", "steps": str(report.steps)})
-                    os.replace(tmp.name, path)
-                finally:
-                    if os.path.exists(tmp.name):
-                        os.unlink(tmp.name)
+                from ..atomic import write_bytes
+
+                # written whole or not at all: a killed run never leaves a damaged cache
+                write_bytes(path, save({k: v.contiguous() for k, v in decoder.state_dict().items()},
+                                       metadata={"key_fingerprint": key.fingerprint,
+                                                 "bit_accuracy": f"{report.bit_accuracy:.4f}",
+                                                 "psnr_db": f"{report.psnr_db:.2f}", "steps": str(report.steps)}),
+                            overwrite=True)
         decoder.eval().requires_grad_(False)
         self._decoders[key.fingerprint] = decoder
         return decoder
