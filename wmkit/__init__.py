@@ -26,6 +26,19 @@ __all__ = [
 ]
 
 
+_SUBPACKAGES = {"attacks", "calibration", "data", "diffusion", "eval", "imageio", "models", "stats", "train", "watermarkers"}
+
+
+def __getattr__(name: str):
+    """``wmkit.diffusion``, ``wmkit.data``, ... work after a plain ``import wmkit``: each is
+    imported on first use, so ``import wmkit`` stays cheap (no diffusers until needed)."""
+    if name in _SUBPACKAGES:
+        import importlib
+
+        return importlib.import_module(f"{__name__}.{name}")
+    raise AttributeError(f"module 'wmkit' has no attribute {name!r}")
+
+
 def wrap(pipe, watermarker, key: Key, **config):
     """Wrap a diffusers pipeline so its outputs carry a generation-time mark (see wmkit.wrapping)."""
     from .wrapping import wrap as _wrap

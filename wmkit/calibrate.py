@@ -32,12 +32,11 @@ def _attacks(spec: str | Sequence | None):
 def attacked_variants(images: Sequence[torch.Tensor], *, attacks: Any = "calibration", seed: int = 0,
                       progress: Optional[bool] = None, min_pixels: int = 0, min_side: int = 0) -> Iterator[torch.Tensor]:
     """Each clean image, then its attacked copies that are still large enough for the scheme."""
-    from tqdm.auto import tqdm
+    from .progress import progress as progress_display
 
     attack_list = _attacks(attacks)
     generator = torch.Generator().manual_seed(seed)
-    enabled = progress if progress is not None else (len(images) > 1 and sys.stderr.isatty())
-    for image in tqdm(images, desc="calibrate", unit="img", file=sys.stderr, disable=not enabled):
+    for image in progress_display(images, desc="calibrate", unit="img", enabled=progress):
         for variant in [image] + [attack(image[None], generator=generator)[0] for attack in attack_list]:
             _, height, width = variant.shape
             if height * width >= min_pixels and min(height, width) >= min_side:

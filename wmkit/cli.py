@@ -14,25 +14,17 @@ from pathlib import Path
 from typing import Iterable, Optional, Sequence
 
 from .errors import ConfigError, InputError, WmkitError
+from .progress import progress, progress_write
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
 
 
 # -- helpers -----------------------------------------------------------------------
-def _progress(items: Sequence, *, desc: str, enabled: Optional[bool]):
-    """A tqdm bar on stderr: shown for 2+ items when stderr is a terminal, or when forced."""
-    from tqdm.auto import tqdm
-
-    if enabled is None:
-        enabled = len(items) > 1 and sys.stderr.isatty()
-    return tqdm(items, desc=desc, unit="img", file=sys.stderr, disable=not enabled, dynamic_ncols=True)
-
-
 def _error_line(path, message: str) -> None:
     """One line per failed file, always naming the file."""
     if path is not None and str(path) not in message:
         message = f"{path}: {message}"
-    print(f"error: {message}", file=sys.stderr)
+    progress_write(f"error: {message}", file=sys.stderr)
 
 
 def _add_common(p: argparse.ArgumentParser, *, key: bool = True) -> None:
@@ -138,11 +130,11 @@ def _map_files(args, paths, transform, *, desc: str, load) -> int:
     paths = list(paths)
     targets = _plan_outputs(args, paths)
     failures = 0
-    for path, target in _progress(list(zip(paths, targets)), desc=desc, enabled=args.progress):
+    for path, target in progress(list(zip(paths, targets)), desc=desc, enabled=args.progress):
         try:
             save_image(transform(load(path)), target, overwrite=args.overwrite)
             if not args.quiet:
-                print(target)
+                progress_write(str(target))
         except WmkitError as exc:
             failures += 1
             _error_line(path, str(exc))
@@ -236,7 +228,7 @@ def cmd_generate(args) -> int:
     pipe = load_pipeline(options.pop("pipeline", None) or "tiny")
     wm = _create(args.method, pipeline=pipe, **options)
     marked_pipe = wrap(pipe, wm, key)
-    for i, target in enumerate(_progress(targets, desc="generate", enabled=args.progress)):
+    for i, target in enumerate(progress(targets, desc="generate", enabled=args.progress)):
         # one seed per image: image i is reproducible on its own (same seed, same bytes)
         generator = torch.Generator().manual_seed(args.seed + i)
         result = marked_pipe(
@@ -245,7 +237,7 @@ def cmd_generate(args) -> int:
         )
         save_image(result.images[0].float().clamp(0, 1).cpu(), target, overwrite=args.overwrite)
         if not args.quiet:
-            print(target)
+            progress_write(str(target))
     return EXIT_OK
 
 
@@ -304,7 +296,7 @@ def cmd_verify(args) -> int:
     if not paths:
         raise InputError("no input images found")
     failures = 0
-    for path in _progress(paths, desc="verify", enabled=args.progress):
+    for path in progress(paths, desc="verify", enabled=args.progress):
         try:
             image = _load_image_for(wm, path, args.max_pixels)
             if len(keys) == 1:
@@ -320,7 +312,7 @@ def cmd_verify(args) -> int:
                 _error_line(path, str(exc))
                 continue
         if args.json:
-            print(json.dumps(record), flush=True)
+            progress_write(json.dumps(record))
         else:
             _print_verify_line(record, args.alpha)
     return EXIT_ERROR if failures else EXIT_OK
@@ -335,7 +327,7 @@ def _print_verify_line(record: dict, alpha: float) -> None:
         parts.append(f", bit accuracy {record['bit_accuracy']:.3f}")
     if "key_index" in record:
         parts.append(f", best key #{record['key_index']}")
-    print("".join(parts) + f", alpha={alpha:g})")
+    progress_write("".join(parts) + f", alpha={alpha:g})")
 
 
 def cmd_calibrate(args) -> int:
@@ -403,7 +395,7 @@ def cmd_eval(args) -> int:
 def cmd_demo(args) -> int:
     from .demo import run_demo
 
-    return run_demo(num_images=args.images, size=args.size, output=args.output, methods=args.methods)
+    return run_demo(num_images=args.images, size=args.size, output=args.output, methods=args.methods, full=args.full)
 
 
 # -- parser ------------------------------------------------------------------------
@@ -513,11 +505,14 @@ def build_parser() -> argparse.ArgumentParser:
     _add_progress(p)
     p.set_defaults(func=cmd_eval)
 
-    p = sub.add_parser("demo", help="the main job end to end on offline sample photos")
-    p.add_argument("--images", type=_positive_int, default=6, help="number of sample images")
-    p.add_argument("--size", type=_positive_int, default=256)
-    p.add_argument("-o", "--output", default=None, help="also write the marked images here")
+    p = sub.add_parser("demo", help="the main job end to end on offline sample photos, in a few minutes")
+    p.add_argument("--images", type=_positive_int, default=None, help="images per scheme (default 3; 8 with --full)")
+    p.add_argument("--size", type=_positive_int, default=256, help="side of the sample photos in pixels (default 256)")
+    p.add_argument("--full", action="store_true", help="the longer tour: more images, harder attacks (JPEG 50, resize, rotation, crop 50%%)")
+    p.add_argument("-o", "--output", default="wmkit-demo", metavar="OUT_DIR",
+                   help="folder for heatmap.png, demo.json and the marked images (default wmkit-demo; an earlier demo's files are replaced)")
     p.add_argument("-m", "--method", dest="methods", action="append", default=None, metavar="METHOD", help="only these methods (repeat; default all)")
+    _add_progress(p)
     p.set_defaults(func=cmd_demo)
 
     return parser
@@ -526,6 +521,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    from .progress import set_default
+
+    set_default(getattr(args, "progress", None))
     try:
         return args.func(args)
     except (ConfigError, InputError) as exc:
@@ -542,6 +540,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             raise
         print(f"error: {type(exc).__name__}: {exc} (set WMKIT_DEBUG=1 for the traceback)", file=sys.stderr)
         return EXIT_ERROR
+    finally:
+        set_default(None)
 
 
 if __name__ == "__main__":

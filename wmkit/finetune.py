@@ -84,7 +84,8 @@ def finetune_decoder(
     import time
 
     from kornia.losses import ssim_loss
-    from tqdm.auto import tqdm
+
+    from .progress import progress as progress_display
 
     bits = torch.as_tensor(np.asarray(message), dtype=torch.float32).flatten()
     if steps < 1 or batch < 1:
@@ -119,7 +120,7 @@ def finetune_decoder(
     optimiser = torch.optim.AdamW(decoder.parameters(), lr=lr, weight_decay=0.0)
     warmup = max(1, steps // 10)
     start, losses = time.perf_counter(), []
-    bar = tqdm(range(steps), desc="fine-tune decoder", unit="step", disable=not progress)
+    bar = progress_display(range(steps), desc="fine-tune decoder", unit="step", enabled=None if progress else False)
     # the decoder writes at the image's own scale, on its own grid: no search while training
     with reading_as_trained(extractor):
         for step in bar:

@@ -265,7 +265,7 @@ def build_corpus(folder: str | os.PathLike, packages: Iterable[str] = PACKAGES, 
 
     ``cache`` (default ``folder/packages``) keeps the .deb files, so a rebuild fetches nothing.
     Refuses a folder that holds a corpus already (remove it first)."""
-    from tqdm.auto import tqdm
+    from ..progress import progress as progress_display
 
     folder = Path(folder)
     if (folder / "manifest.json").exists():
@@ -278,7 +278,7 @@ def build_corpus(folder: str | os.PathLike, packages: Iterable[str] = PACKAGES, 
     excluded = len(taken)
     entries = _bundled_entries(folder, images, taken)
     dropped_like_evaluation = 0
-    for package in tqdm(list(packages), desc="corpus", unit="pkg", file=sys.stderr, disable=not progress):
+    for package in progress_display(list(packages), desc="corpus", unit="pkg", enabled=None if progress else False):
         deb = fetch_package(package, cache)
         version = _package_version(deb)
         with tempfile.TemporaryDirectory(dir=folder, prefix=".unpack-") as scratch:

@@ -116,9 +116,8 @@ def pack_training_set(corpus: str | os.PathLike, out: str | os.PathLike, *, size
     """Write up to ``count`` crops of the corpus split as JPEG files in ``out`` plus ``pack.json``,
     stopping before the files would pass ``max_mib``. Refuses an ``out`` that holds a pack already."""
     from PIL import Image
-    from tqdm.auto import tqdm
-
     from ..imageio import to_uint8
+    from ..progress import progress as progress_display
 
     out = Path(out)
     if (out / "pack.json").exists():
@@ -127,7 +126,7 @@ def pack_training_set(corpus: str | os.PathLike, out: str | os.PathLike, *, size
     sources = load_sources(corpus, split=split)
     budget, used, files = max_mib * 2**20, 0, []
     chunk = 256
-    bar = tqdm(total=count, desc="pack", unit="crop", disable=not progress)
+    bar = progress_display(total=count, desc="pack", unit="crop", enabled=None if progress else False)
     start = 0
     while start < count and used <= budget:
         # chunks drawn with derived seeds: a pack of 1000 crops is the first 1000 of a pack of 4000

@@ -84,6 +84,12 @@ def load_pipeline(
 
     path = _resolve(name_or_path)
     kwargs = {"local_files_only": True}
+    import importlib.util
+
+    if importlib.util.find_spec("accelerate") is None:
+        # what diffusers falls back to without accelerate anyway, said outright so it does
+        # not print a warning (asking to install accelerate) that a user need not act on
+        kwargs["low_cpu_mem_usage"] = False
     if torch_dtype is not None:
         kwargs["torch_dtype"] = torch_dtype
     # loading bars from diffusers/transformers would clutter wmkit's own output

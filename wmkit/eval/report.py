@@ -531,6 +531,10 @@ def write_report(report_dir: str | Path, summary: dict, records_path: str | Path
     path.write_text(json.dumps(summary, indent=2, allow_nan=False) + "\n")
     written.append(path)
     plots: list[Path] = []
+    if summary["methods"]:
+        from .heatmap import heatmap_from_summary
+
+        plots.append(heatmap_from_summary(summary, report_dir / "heatmap.png"))
     curves = roc_points(read_records(records_path))
     for method in summary["methods"]:
         rows = [r for r in summary["results"] if r["method"] == method]

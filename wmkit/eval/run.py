@@ -321,11 +321,9 @@ def run_eval(
 
 
 def _progress_bar(total: int, *, enabled: Optional[bool]):
-    from tqdm.auto import tqdm
+    from ..progress import progress
 
-    if enabled is None:
-        enabled = total > 1 and sys.stderr.isatty()
-    return tqdm(total=total, desc="eval", unit="img", file=sys.stderr, disable=not enabled, dynamic_ncols=True)
+    return progress(total=total, desc="eval", unit="img", enabled=enabled)
 
 
 # -- the command line ---------------------------------------------------------------------------
@@ -352,7 +350,9 @@ def run_eval_cli(args: argparse.Namespace) -> int:
     state = process_state()
 
     def report_bad_image(item: ImageItem, message: str) -> None:
-        print(f"error: {message if item.image_id in message else f'{item.image_id}: {message}'}", file=sys.stderr)
+        from ..progress import progress_write
+
+        progress_write(f"error: {message if item.image_id in message else f'{item.image_id}: {message}'}", file=sys.stderr)
 
     try:
         outcome = run_eval(

@@ -144,13 +144,10 @@ class _SSLMark:
         return quantised[0]
 
     def _mark_all(self, images: list[torch.Tensor], target: torch.Tensor) -> list[torch.Tensor]:
-        import sys
-
-        from tqdm.auto import tqdm
+        from ..progress import progress
 
         with torch.enable_grad():
-            return [self._mark_one(img, target) for img in
-                    tqdm(images, desc="mark", unit="img", file=sys.stderr, disable=len(images) < 2 or not sys.stderr.isatty())]
+            return [self._mark_one(img, target) for img in progress(images, desc="mark", unit="img")]
 
 
 @register_watermarker("ssl_zero_bit")

@@ -52,6 +52,15 @@ def cache_dir() -> Path:
     return Path(os.environ.get("WMKIT_CACHE") or Path.home() / ".cache" / "wmkit") / "stable_signature"
 
 
+def shipped_decoder_path(name: str) -> Path:
+    """Where a decoder shipped with the weights would lie: only the public demo key's
+    (``wmkit.demo.DEMO_KEY_SEED``), named exactly like its cache file, so it matches only
+    that key on the pipeline, VAE and extractor it was fine-tuned for."""
+    from ..calibration import weights_dir
+
+    return weights_dir() / "demo-decoders" / name
+
+
 @register_watermarker("stable_signature")
 class StableSignature(ExtractorBits):
     """Stable Signature: a key-specific fine-tuned VAE decoder; extractor bits, binomial test."""
@@ -123,10 +132,14 @@ class StableSignature(ExtractorBits):
         path = Path(self._decoder_path) if self._decoder_path else self.decoder_cache_path(key)
         if self._decoder_path and not path.is_file():
             raise WeightsError(f"{path}: no such decoder file (make one with `wmkit finetune-decoder`)")
-        if not self._decoder_path:
+        shipped = shipped_decoder_path(path.name)
+        read_only = bool(self._decoder_path) or (not path.is_file() and shipped.is_file())
+        if read_only and not self._decoder_path:
+            path = shipped  # the public demo key's decoder, shipped so the demo need not fine-tune
+        if not read_only:
             path.parent.mkdir(parents=True, exist_ok=True)
         # one lock per decoder: concurrent first uses of a key fine-tune it once, the others wait
-        with _file_lock(path.with_name(path.name + ".lock")) if not self._decoder_path else _no_lock():
+        with _file_lock(path.with_name(path.name + ".lock")) if not read_only else _no_lock():
             if path.is_file():
                 decoder = copy.deepcopy(vae.decoder)
                 try:
