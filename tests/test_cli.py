@@ -141,16 +141,32 @@ def test_attack_command(workspace, capsys, tmp_path):
     assert code == 2 and "unknown" in err
 
 
-def test_demo_runs_end_to_end_on_a_subset(capsys):
-    """`wmkit demo` (README's first command) on a post-hoc and a generation-time scheme, 2 images."""
-    assert main(["demo", "--images", "2", "-m", "dwtdct", "-m", "tree_ring"]) == 0
+def test_demo_runs_end_to_end_on_a_subset(capsys, tmp_path):
+    """`wmkit demo` (README's first command) on a post-hoc and a generation-time scheme, 2
+    images: the table, the heatmap and demo.json; a folder that is not a demo's is refused."""
+    import json
+
+    out_dir = tmp_path / "demo"
+    assert main(["demo", "--images", "2", "-m", "dwtdct", "-m", "tree_ring", "-o", str(out_dir)]) == 0
     out = capsys.readouterr().out
-    assert "dwtdct" in out and "tree_ring" in out and "jpeg" in out.lower()
+    assert "dwtdct" in out and "tree_ring" in out and "jpeg" in out.lower() and "unmarked (FPR)" in out
+    record = json.loads((out_dir / "demo.json").read_text())
+    assert set(record["rows"]) == {"dwtdct", "tree_ring"} and record["rows"]["tree_ring"]["none"]["n"] == 2
+    assert (out_dir / "heatmap.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert sorted(p.name for p in (out_dir / "dwtdct").iterdir()) == ["000.png", "001.png"]
+    # a rerun refills its own folder; someone else's folder is refused before any work
+    assert main(["demo", "--images", "2", "-m", "dwtdct", "-o", str(out_dir)]) == 0
+    other = tmp_path / "mine"
+    other.mkdir()
+    (other / "notes.txt").write_text("mine")
+    assert main(["demo", "-m", "dwtdct", "-o", str(other)]) == 2
+    assert "not an earlier demo" in capsys.readouterr().err and sorted(p.name for p in other.iterdir()) == ["notes.txt"]
     assert main(["demo", "-m", "no_such_method"]) == 2
 
 
-def test_demo_leaves_the_shared_pipeline_unwrapped(monkeypatch):
-    """The demo's generation-time helper restores a pipeline a scheme patched (Stable Signature's decoder)."""
+def test_demo_leaves_the_shared_pipeline_unwrapped():
+    """The demo's generations restore a pipeline a scheme patched (Stable Signature's
+    decoder), and the unmarked twins are made once for every scheme."""
     import torch
 
     import wmkit.demo as demo
@@ -172,9 +188,21 @@ def test_demo_leaves_the_shared_pipeline_unwrapped(monkeypatch):
         def prepare_call(self, p, key, args, kwargs):
             return kwargs
 
-    monkeypatch.setattr("wmkit.registry.create", lambda method, **kw: Patching())
     calls = []
-    monkeypatch.setattr(type(pipe), "__call__", lambda self, *a, **k: calls.append(self.vae.decoder) or type("O", (), {"images": torch.zeros(1, 3, 8, 8)})())
-    demo._generation_time_images("patching", None, 1, pipe)
-    assert calls[0] is original and isinstance(calls[1], torch.nn.Identity)  # clean twin first, then marked
+
+    def fake_call(self, *a, **k):
+        calls.append(self.vae.decoder)
+        return type("O", (), {"images": torch.zeros(1, 3, 8, 8)})()
+
+    generations = demo._Generations(1)
+    generations.pipe = pipe
+    original_call = type(pipe).__call__
+    type(pipe).__call__ = fake_call
+    try:
+        generations.clean()
+        generations.marked(Patching(), None)
+        generations.clean()  # shared, not generated again
+    finally:
+        type(pipe).__call__ = original_call
+    assert len(calls) == 2 and calls[0] is original and isinstance(calls[1], torch.nn.Identity)  # clean twin, then marked
     assert pipe.vae.decoder is original

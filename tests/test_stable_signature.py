@@ -383,3 +383,29 @@ def test_damaged_decoder_cache_names_the_file_and_concurrent_first_uses_fine_tun
     with pytest.raises(WeightsError, match="damaged") as error:
         fresh.watermarked_decoder(key)
     assert str(cached) in str(error.value) and "delete it" in str(error.value)
+
+
+def test_public_demo_key_uses_the_shipped_decoder(tmp_path, monkeypatch):
+    """`wmkit demo`'s Stable Signature key finds its decoder in weights/demo-decoders, with an
+    empty cache and without fine-tuning; it marks photos that verify; other keys do not match it."""
+    import wmkit
+    from wmkit import data
+    from wmkit.demo import DEMO_KEY_SEED
+    from wmkit.keys import generate_key
+    from wmkit.watermarkers.stable_signature import shipped_decoder_path
+
+    monkeypatch.setenv("WMKIT_CACHE", str(tmp_path))
+
+    def no_finetune(*args, **kwargs):
+        raise AssertionError("the demo key's decoder must not be fine-tuned")
+
+    monkeypatch.setattr("wmkit.finetune.finetune_decoder", no_finetune)
+    ss = wmkit.create("stable_signature")
+    key = generate_key("stable_signature", seed=DEMO_KEY_SEED)
+    cached = ss.decoder_cache_path(key)
+    assert shipped_decoder_path(cached.name).is_file()
+    marked = ss.embed(data.crops(2, size=256, group="evaluation", seed=3), key)
+    assert all(r.p_value < 1e-6 for r in ss.detect(marked, key))
+    assert not cached.exists()  # read in place: nothing copied into the user's cache
+    other = generate_key("stable_signature", seed=DEMO_KEY_SEED + 1)
+    assert not shipped_decoder_path(ss.decoder_cache_path(other).name).exists()

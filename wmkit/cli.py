@@ -322,7 +322,10 @@ def _print_verify_line(record: dict, alpha: float) -> None:
     verdict = "WATERMARKED" if record["detected"] else "not detected"
     parts = [f"{record['path']}: {verdict} (p={record['p_value']:.3g}"]
     if record.get("calibrated"):
-        parts.append(f", fair-coin p={record['p_value_analytic']:.3g}")
+        # bit schemes: the binomial test of fair coins; score schemes (tree_ring, ssl_zero_bit):
+        # their uncalibrated analytic null (chi-square, hypercone), not a coin test
+        label = "fair-coin p" if "bit_accuracy" in record else "analytic p"
+        parts.append(f", {label}={record['p_value_analytic']:.3g}")
     if "bit_accuracy" in record:
         parts.append(f", bit accuracy {record['bit_accuracy']:.3f}")
     if "key_index" in record:

@@ -49,6 +49,14 @@ class WatermarkedPipeline:
             self._restore()
         return pipe
 
+    def __enter__(self) -> "WatermarkedPipeline":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        """``with wmkit.wrap(pipe, ...) as marked:``: unwrapped on leaving, errors included
+        (Stable Signature's decoder swap must not outlive the block)."""
+        self.unwrap()
+
     def __repr__(self) -> str:
         return f"WatermarkedPipeline({type(self._pipe).__name__}, {self._watermarker.name}, key {self._key.fingerprint})"
 
