@@ -206,3 +206,11 @@ def test_demo_leaves_the_shared_pipeline_unwrapped():
         type(pipe).__call__ = original_call
     assert len(calls) == 2 and calls[0] is original and isinstance(calls[1], torch.nn.Identity)  # clean twin, then marked
     assert pipe.vae.decoder is original
+
+
+def test_keygen_says_what_a_stable_signature_key_costs(tmp_path, capsys):
+    assert main(["keygen", "-m", "stable_signature", "-o", str(tmp_path / "k.json")]) == 0
+    err = capsys.readouterr().err
+    assert "fine-tunes its VAE decoder" in err and "10 MB per key" in err
+    assert main(["keygen", "-m", "dwtdct", "-o", str(tmp_path / "d.json")]) == 0
+    assert "fine-tunes" not in capsys.readouterr().err

@@ -163,7 +163,7 @@ def test_calibration_flag_fires_on_a_miscalibrated_example():
 
 def test_report_files_exist_and_pngs_are_valid(report):
     names = {p.name for p in report.iterdir()}
-    assert {"results.jsonl", "summary.json", "summary.md", "roc_dwtdct.png", "quality_vs_robustness.png"} <= names
+    assert {"results.jsonl", "summary.json", "summary.md", "heatmap.png", "roc_dwtdct.png", "quality_vs_robustness.png"} <= names
     assert not any(name.startswith("results.rank") for name in names)  # shards merged away
     md = (report / "summary.md").read_text()
     assert "| method | attack | strength | n | skipped | TPR@0.001 | AUC | bit acc | PSNR dB |" in md

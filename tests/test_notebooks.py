@@ -40,3 +40,6 @@ def test_notebook_executes_and_plots(path, tmp_path):
     assert not errors
     missing = [c.source.splitlines()[0] for c in plotting_cells(nb) if not has_figure(c)]
     assert not missing, f"plotting cells without a figure: {missing}"
+    warnings = [o["text"] for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])
+                if o.get("name") == "stderr" and "warning" in o.get("text", "").lower()]
+    assert not warnings, f"warnings a reader cannot act on: {warnings}"

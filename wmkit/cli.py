@@ -11,7 +11,7 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Iterable, Optional, Sequence
+from typing import Optional, Sequence
 
 from .errors import ConfigError, InputError, WmkitError
 from .progress import progress, progress_write
@@ -178,6 +178,8 @@ def cmd_keygen(args) -> int:
     if report:
         print(report, file=sys.stderr)
     print(f"wrote {args.output} ({key.method}, fingerprint {key.fingerprint})", file=sys.stderr)
+    if hasattr(wm, "first_use_note"):
+        print(f"note: {wm.first_use_note()}", file=sys.stderr)
     return EXIT_OK
 
 

@@ -129,7 +129,6 @@ def run_demo(*, num_images: Optional[int] = None, size: int = 256, output: Optio
              methods: Optional[list[str]] = None, full: bool = False, stream=sys.stdout) -> int:
     from . import data
     from .errors import WeightsError
-    from .eval.heatmap import plot_heatmap
     from .eval.metrics import psnr
     from .imageio import save_image
     from .keys import generate_key
@@ -183,17 +182,14 @@ def run_demo(*, num_images: Optional[int] = None, size: int = 256, output: Optio
     print("p-values use the shipped null calibration where one exists (see `wmkit verify --help`). PSNR: against the "
           "same photo unmarked, or for generation-time schemes the same prompt and seed without the mark.", file=stream)
     if out is not None and results:
-        ran = list(results)
-        rates = {(m, a): row[0] for m in ran for a, row in results[m].items() if row is not None and a != "unmarked"}
-        fpr = {m: results[m]["unmarked"][0] if results[m].get("unmarked") else None for m in ran}
-        heatmap = plot_heatmap(rates, ran, ["none"] + attacks, out / "heatmap.png", alpha=DEMO_ALPHA, psnr=qualities,
-                               counts={m: num_images for m in ran}, false_positives=fpr,
-                               title=f"wmkit demo: share of {num_images} marked images detected at p < {DEMO_ALPHA:g}")
-        record = {"alpha": DEMO_ALPHA, "images": num_images, "size": size, "key_seed": DEMO_KEY_SEED, "attacks": attacks,
-                  "psnr": qualities, "rows": {m: {a: None if row is None else dict(zip(("detected", "median_p", "bit_accuracy", "n"), row))
-                                                 for a, row in results[m].items()} for m in ran}}
         from .atomic import write_bytes
+        from .eval.heatmap import heatmap_from_demo
 
+        record = {"alpha": DEMO_ALPHA, "images": num_images, "size": size, "full": full, "key_seed": DEMO_KEY_SEED,
+                  "attacks": attacks, "psnr": qualities,
+                  "rows": {m: {a: None if row is None else dict(zip(("detected", "median_p", "bit_accuracy", "n"), row))
+                               for a, row in rows.items()} for m, rows in results.items()}}
         write_bytes(out / DEMO_MARKER, (json.dumps(record, indent=2) + "\n").encode(), overwrite=True)
+        heatmap = heatmap_from_demo(record, out / "heatmap.png")
         print(f"heatmap: {heatmap}; marked images in {out}/METHOD/ ({time.perf_counter() - started:.0f} s in all)", file=stream)
     return 0

@@ -102,7 +102,7 @@ def progress(iterable: Optional[Iterable] = None, *, total: Optional[int] = None
         return _LogLines(iterable, total, desc, unit, every=float("inf"))
     if enabled is None and not sys.stderr.isatty():
         return _LogLines(iterable, total, desc, unit, every=every)
-    from tqdm.auto import tqdm
+    from tqdm import tqdm  # the terminal bar (tqdm.auto would pick a notebook widget that needs ipywidgets)
 
     bar = tqdm(iterable, total=total, desc=desc, unit=unit, file=sys.stderr, dynamic_ncols=True, leave=False)
     _active.append(bar)
@@ -121,7 +121,7 @@ def progress_write(line: str, file=None) -> None:
     """Print a result line; while a bar is drawn on the terminal, above it (not into it)."""
     file = file or sys.stdout
     if _active:
-        from tqdm.auto import tqdm
+        from tqdm import tqdm  # the terminal bar (tqdm.auto would pick a notebook widget that needs ipywidgets)
 
         tqdm.write(line, file=file)
         file.flush()

@@ -79,8 +79,13 @@ def load_pipeline(
     cannot be loaded offline, or has no VAE + UNet (wmkit needs a latent UNet
     pipeline for inversion).
     """
-    require("diffusers", "latent diffusion pipelines")
-    import diffusers
+    import warnings
+
+    with warnings.catch_warnings():
+        # in a notebook without ipywidgets, diffusers' `tqdm.auto` import warns about it;
+        # wmkit turns diffusers' bars off below, so the warning is about nothing a user sees
+        warnings.filterwarnings("ignore", message="IProgress not found")
+        diffusers = require("diffusers", "latent diffusion pipelines")
 
     path = _resolve(name_or_path)
     kwargs = {"local_files_only": True}

@@ -15,6 +15,8 @@ from typing import Mapping, Optional, Sequence
 import numpy as np
 
 UNMARKED = "unmarked (FPR)"
+FOOTNOTE = ("grey: not run (the attacked image is below the scheme's minimum size). dB: PSNR of marked against unmarked "
+            "images; for generation-time schemes, against the same prompt and seed without the mark.")
 
 
 def plot_heatmap(rates: Mapping[tuple[str, str], Optional[float]], methods: Sequence[str], attacks: Sequence[str], path,
@@ -34,7 +36,7 @@ def plot_heatmap(rates: Mapping[tuple[str, str], Optional[float]], methods: Sequ
         for j, a in enumerate(columns):
             value = (false_positives or {}).get(m) if a == UNMARKED else rates.get((m, a))
             grid[i, j] = np.nan if value is None else float(value)
-    fig = Figure(figsize=(1.9 + 1.05 * len(columns), 1.1 + 0.48 * len(methods)), dpi=120, layout="constrained")
+    fig = Figure(figsize=(2.2 + 1.05 * len(columns), 1.4 + 0.48 * len(methods)), dpi=120, layout="constrained")
     ax = fig.subplots()
     detect_map, fpr_map = colormaps["RdYlGn"], colormaps["Reds"]
     colours = np.ones(grid.shape + (4,))
@@ -62,6 +64,7 @@ def plot_heatmap(rates: Mapping[tuple[str, str], Optional[float]], methods: Sequ
     if false_positives is not None:
         ax.axvline(0.5, color="black", linewidth=1.5)
     ax.set_title(title or f"share of marked images detected at p < {alpha:g} (first column: unmarked images flagged)", fontsize=10)
+    fig.supxlabel(FOOTNOTE, fontsize=7, color="dimgrey")  # constrained layout keeps it clear of the tick labels
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png")
     return write_bytes(Path(path), buffer.getvalue(), overwrite=True)
@@ -82,3 +85,14 @@ def heatmap_from_summary(summary: dict, path, *, alpha: Optional[float] = None) 
     counts = {r["method"]: r["n_watermarked"] for r in summary["results"] if r["attack"] == NO_ATTACK}
     psnr = {m: info.get("embed_psnr") for m, info in summary["methods"].items()}
     return plot_heatmap(rates, methods, attacks, path, alpha=alpha, psnr=psnr, counts=counts, false_positives=fpr)
+
+
+def heatmap_from_demo(record: dict, path) -> Path:
+    """The heatmap of a ``wmkit demo`` run from its ``demo.json`` record."""
+    ran = list(record["rows"])
+    rates = {(m, a): row["detected"] for m in ran for a, row in record["rows"][m].items() if row is not None and a != "unmarked"}
+    fpr = {m: (record["rows"][m].get("unmarked") or {}).get("detected") for m in ran}
+    title = (f"wmkit demo{' --full' if record.get('full') else ''}: share of {record['images']} marked images "
+             f"detected at p < {record['alpha']:g}")
+    return plot_heatmap(rates, ran, ["none"] + list(record["attacks"]), path, alpha=record["alpha"], psnr=record["psnr"],
+                        counts={m: record["images"] for m in ran}, false_positives=fpr, title=title)

@@ -170,6 +170,12 @@ class StableSignature(ExtractorBits):
         self._decoders[key.fingerprint] = decoder
         return decoder
 
+    def first_use_note(self) -> str:
+        """What a new key costs before its first marked image (printed by `wmkit keygen`)."""
+        return (f"the first embed or generate with this key fine-tunes its VAE decoder ({self.finetune_steps} steps, "
+                f"about 2.5 minutes on 2 CPU cores for the tiny pipeline; `wmkit finetune-decoder -k KEY` does it ahead "
+                f"of time) and caches it in {cache_dir()} (about 10 MB per key)")
+
     # -- generation ---------------------------------------------------------------------------------
     def patch_pipeline(self, pipe, key: Key) -> Callable[[], None]:
         if pipe is not self.pipe:
