@@ -36,7 +36,7 @@ def plot_heatmap(rates: Mapping[tuple[str, str], Optional[float]], methods: Sequ
         for j, a in enumerate(columns):
             value = (false_positives or {}).get(m) if a == UNMARKED else rates.get((m, a))
             grid[i, j] = np.nan if value is None else float(value)
-    fig = Figure(figsize=(2.2 + 1.05 * len(columns), 1.4 + 0.48 * len(methods)), dpi=120, layout="constrained")
+    fig = Figure(figsize=(max(6.0, 2.2 + 1.05 * len(columns)), max(3.4, 1.4 + 0.48 * len(methods))), dpi=120, layout="constrained")
     ax = fig.subplots()
     detect_map, fpr_map = colormaps["RdYlGn"], colormaps["Reds"]
     colours = np.ones(grid.shape + (4,))
