@@ -223,3 +223,27 @@ def test_broken_links_and_gifs_in_a_folder_get_records(photos_dir, capsys, tmp_p
     assert code == 1 and set(records) == {"photo0.png", "gone.png", "anim.gif"}
     assert "broken symbolic link" in records["gone.png"]["error"]
     assert "p_value" in records["anim.gif"] and "p_value" in records["photo0.png"]
+
+
+def test_an_output_that_appears_mid_run_is_refused_with_one_clear_line(photos_dir, capsys, tmp_path, monkeypatch):
+    """Another process creates an output after the plan was checked: that file is not
+    overwritten, the error names it once (not 'IN: OUT: exists'), the other input is written."""
+    import wmkit.cli as cli
+
+    out = tmp_path / "out"
+    planned = cli._plan_outputs
+
+    def plan_then_race(args, paths):
+        targets = planned(args, paths)
+        targets[0].parent.mkdir(parents=True, exist_ok=True)
+        targets[0].write_bytes(b"someone else's")
+        return targets
+
+    monkeypatch.setattr(cli, "_plan_outputs", plan_then_race)
+    code, stdout, err = run(capsys, "embed", "-m", "dwtdct", "-k", photos_dir / "key.json", photos_dir / "in", "-o", out)
+    assert code == 1
+    first = out / "photo0.png"
+    assert first.read_bytes() == b"someone else's" and (out / "photo1.png").is_file()
+    line = next(line for line in err.splitlines() if line.startswith("error:"))
+    assert line.startswith(f"error: {first}: exists") and line.count(str(first)) == 1
+    assert str(photos_dir / "in" / "photo0.png") in line and "was not written" in line

@@ -132,12 +132,21 @@ def _map_files(args, paths, transform, *, desc: str, load) -> int:
     failures = 0
     for path, target in progress(list(zip(paths, targets)), desc=desc, enabled=args.progress):
         try:
-            save_image(transform(load(path)), target, overwrite=args.overwrite)
-            if not args.quiet:
-                progress_write(str(target))
+            image = transform(load(path))
         except WmkitError as exc:
             failures += 1
             _error_line(path, str(exc))
+            continue
+        try:
+            save_image(image, target, overwrite=args.overwrite)
+        except WmkitError as exc:
+            # the message names the output already ("OUT: exists"); say which input it was for,
+            # rather than prefixing the input's path to it ("IN: OUT: exists")
+            failures += 1
+            _error_line(None, f"{exc} (the result for {path} was not written)")
+            continue
+        if not args.quiet:
+            progress_write(str(target))
     return EXIT_ERROR if failures else EXIT_OK
 
 
