@@ -214,3 +214,23 @@ def test_keygen_says_what_a_stable_signature_key_costs(tmp_path, capsys):
     assert "fine-tunes its VAE decoder" in err and "10 MB per key" in err
     assert main(["keygen", "-m", "dwtdct", "-o", str(tmp_path / "d.json")]) == 0
     assert "fine-tunes" not in capsys.readouterr().err
+
+
+def test_plain_import_reaches_subpackages():
+    """`import wmkit` then `wmkit.diffusion.load_pipeline` (README's snippet) works; a typo is an AttributeError."""
+    import wmkit
+
+    assert callable(wmkit.diffusion.load_pipeline) and callable(wmkit.data.crops)
+    with pytest.raises(AttributeError):
+        wmkit.no_such_thing
+
+
+def test_verify_line_names_the_uncalibrated_test_by_its_kind(capsys):
+    from wmkit.cli import _print_verify_line
+
+    _print_verify_line({"path": "a.png", "detected": True, "p_value": 1e-9, "calibrated": True,
+                        "p_value_analytic": 1e-10, "bit_accuracy": 0.97}, 1e-3)
+    _print_verify_line({"path": "b.png", "detected": False, "p_value": 0.4, "calibrated": True,
+                        "p_value_analytic": 0.3, "z": 0.2}, 1e-3)
+    bit_line, score_line = capsys.readouterr().out.splitlines()
+    assert "fair-coin p=1e-10" in bit_line and "analytic p=0.3" in score_line and "fair-coin" not in score_line
