@@ -126,7 +126,7 @@ def prepare_output(folder: Path) -> None:
 
 
 def run_demo(*, num_images: Optional[int] = None, size: int = 256, output: Optional[str] = "wmkit-demo",
-             methods: Optional[list[str]] = None, full: bool = False, stream=sys.stdout) -> int:
+             methods: Optional[list[str]] = None, full: bool = False, stream=None) -> int:
     from . import data
     from .errors import WeightsError
     from .eval.metrics import psnr
@@ -135,6 +135,7 @@ def run_demo(*, num_images: Optional[int] = None, size: int = 256, output: Optio
     from .registry import WATERMARKERS, create
 
     started = time.perf_counter()
+    stream = stream or sys.stdout  # looked up now: a default bound at import would outlive a replaced stdout
     num_images = num_images or (FULL_IMAGES if full else DEMO_IMAGES)
     attacks = DEMO_ATTACKS + (FULL_EXTRA_ATTACKS if full else [])
     methods = list(methods) if methods else WATERMARKERS.names()
