@@ -174,3 +174,28 @@ def test_markability_term_rewards_features_a_small_perturbation_moves():
     assert torch.isfinite(loss) and loss.item() >= -4.0  # the move is capped at 4 sd
     loss.backward()  # it trains the backbone's weights, not the (detached) views
     assert all(p.grad is not None for p in model.features[0].parameters())
+
+
+def test_working_resolution_view():
+    from wmkit.watermarkers.ssl import WORKING_SIDE, to_working
+
+    big = torch.rand(1, 3, 512, 768)
+    assert tuple(to_working(big).shape) == (1, 3, WORKING_SIDE, 384)
+    small = torch.rand(1, 3, 200, 300)
+    assert to_working(small) is small  # never upscaled
+
+
+def test_a_mark_on_a_large_photo_is_read_after_halving_its_size():
+    """The perturbation is optimised at working resolution and the detector reads there, so a
+    2x downscaled copy of a marked 512 px photo reads like the photo (it read nothing before)."""
+    from wmkit import data
+    from wmkit.attacks import parse_attack
+
+    wm = wmkit.create("ssl_zero_bit", steps=60)
+    key = generate_key("ssl_zero_bit", seed=3)
+    photo = data.crops(1, size=512, group="evaluation", seed=21, min_scale=0.6)[0]
+    marked = wm.embed([photo], key)[0]
+    halved = parse_attack("resize:0.5")(marked[None])[0]
+    clean, full, half = (float(r.score) for r in wm.detect([photo, marked, halved], key))
+    assert abs(full) > abs(clean) + 0.2  # |cosine| with the key's direction went up
+    assert abs(half - full) < 0.1 * abs(full)

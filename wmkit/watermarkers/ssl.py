@@ -19,7 +19,7 @@ role SSIM's heatmap plays in the paper).
 """
 from __future__ import annotations
 
-from typing import Any, ClassVar, Optional
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -63,6 +63,24 @@ def perceptual_heatmap(images: torch.Tensor, window: int = 7) -> torch.Tensor:
     var = F.avg_pool2d(F.pad(luminance**2, (pad,) * 4, mode="reflect"), window, 1) - mean**2
     heat = var.clamp_min(0).sqrt() + 0.01
     return heat / heat.mean(dim=(2, 3), keepdim=True)
+
+
+WORKING_SIDE = 256  # the backbone reads every image at this shorter side (never upscaled)
+
+
+def to_working(images: torch.Tensor, side: int = WORKING_SIDE) -> torch.Tensor:
+    """(B, 3, H, W) -> the backbone's view: shorter side ``side``, antialiased; smaller images as they are.
+
+    Why a fixed working resolution: the mark then lives where the backbone looks, whatever the
+    photo's size, so marking costs the same for a 512 px or a 4000 px photo (the perturbation
+    is optimised at working resolution and upsampled), and a resized copy of a marked image is
+    read at the same scale as the original."""
+    height, width = images.shape[-2:]
+    scale = side / min(height, width)
+    if scale >= 1.0:
+        return images
+    size = [max(1, round(height * scale)), max(1, round(width * scale))]
+    return F.interpolate(images, size=size, mode="bilinear", antialias=True, align_corners=False)
 
 
 def project_psnr(delta: torch.Tensor, target_psnr: float) -> torch.Tensor:
@@ -111,7 +129,7 @@ class _SSLMark:
 
     def _features(self, images: list[torch.Tensor]) -> torch.Tensor:
         with torch.no_grad():
-            return torch.cat([self.backbone(img[None]) for img in images])
+            return torch.cat([self.backbone(to_working(img[None].float())) for img in images])
 
     def _mark_one(self, image: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """Optimise one image's perturbation towards ``target``; deterministic for (image, target, seed)."""
@@ -121,19 +139,28 @@ class _SSLMark:
         generator = torch.Generator().manual_seed(self.seed)
         x = image[None].float()
         heat = perceptual_heatmap(x)
-        raw = torch.zeros_like(x, requires_grad=True)
+        # the perturbation's free parameters live at working resolution (``to_working``): the
+        # optimiser's cost does not grow with the photo, and the mark is coarse enough to
+        # survive the downscale the detector applies
+        raw = torch.zeros_like(to_working(x), requires_grad=True)
+        full_size = list(x.shape[-2:])
+
+        def perturbation() -> torch.Tensor:
+            upsampled = raw if list(raw.shape[-2:]) == full_size else \
+                F.interpolate(raw, size=full_size, mode="bilinear", align_corners=False)
+            return project_psnr(heat * upsampled, self.target_psnr)
+
         optimiser = torch.optim.Adam([raw], lr=self.lr)
         for step in range(self.steps):
-            delta = project_psnr(heat * raw, self.target_psnr)
-            marked = (x + delta).clamp(0, 1)
+            marked = (x + perturbation()).clamp(0, 1)
             augment = augmentations[int(torch.randint(len(augmentations), (1,), generator=generator))]
-            feature = self.backbone(augment(marked, generator=generator))
+            feature = self.backbone(augment(to_working(marked), generator=generator))
             loss = self._loss(feature, target)
             optimiser.zero_grad()
             loss.backward()
             optimiser.step()
         with torch.no_grad():
-            delta = project_psnr(heat * raw, self.target_psnr)
+            delta = perturbation()
             marked = (x + delta).clamp(0, 1)
             # quantise like a saved file, then re-check the PSNR floor (rounding can only
             # add error), pulling the change back towards the original if needed
