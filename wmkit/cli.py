@@ -187,8 +187,9 @@ def cmd_keygen(args) -> int:
     if report:
         print(report, file=sys.stderr)
     print(f"wrote {args.output} ({key.method}, fingerprint {key.fingerprint})", file=sys.stderr)
-    if hasattr(wm, "first_use_note"):
-        print(f"note: {wm.first_use_note()}", file=sys.stderr)
+    note = wm.first_use_note()
+    if note:
+        print(f"note: {note}", file=sys.stderr)
     return EXIT_OK
 
 

@@ -35,8 +35,6 @@ class _LogLines:
 
     def __init__(self, iterable: Optional[Iterable], total: Optional[int], desc: str, unit: str, every: float):
         self.iterable, self.desc, self.unit, self.every = iterable, desc, unit, every
-        if total is None and iterable is not None and hasattr(iterable, "__len__"):
-            total = len(iterable)  # type: ignore[arg-type]
         self.total, self.n, self.postfix = total, 0, ""
         self.start = self.last = time.monotonic()
 

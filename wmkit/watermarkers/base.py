@@ -39,6 +39,11 @@ class Watermarker(ABC):
     _null: Any = None
     _null_loaded: bool = False
 
+    def first_use_note(self) -> Optional[str]:
+        """What a new key costs before its first marked image, when that is worth saying
+        (`wmkit keygen` prints it); None for schemes that mark at once."""
+        return None
+
     def config(self) -> dict[str, Any]:
         """The options that change what the scheme computes (identify calibrations)."""
         return {}
