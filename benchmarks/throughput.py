@@ -24,7 +24,7 @@ def main() -> None:
     for method in wmkit.list_watermarkers():
         wm = wmkit.create(method)
         if wm.generation_time:
-            continue  # generation-time schemes: see benchmarks/tree_ring.py
+            continue  # generation-time schemes: see benchmarks/initial_noise.py
         missing = getattr(wm, "missing_default_model", lambda: None)()
         if missing:
             print(f"{method:<12} not run: {missing}")

@@ -133,12 +133,6 @@ class BitNullModel:
         pmf = np.exp(self.log_null_pmf(message))
         return float((np.arange(pmf.size) * pmf).sum())
 
-    def bit_one_rates(self) -> np.ndarray:
-        """The model's marginal P(bit i = 1) on clean images."""
-        nodes, weights = self._theta_nodes()
-        p = 1.0 / (1.0 + np.exp(-(self.intercepts[None, :] + self.loadings[None, :] * nodes[:, None])))
-        return (weights[:, None] * p).sum(axis=0)
-
     # -- persistence ------------------------------------------------------------
     def to_json(self) -> dict[str, Any]:
         return {

@@ -15,6 +15,7 @@ from typing import Optional, Sequence
 
 from .errors import ConfigError, InputError, WmkitError
 from .progress import progress, progress_write
+from .types import DEFAULT_ALPHA
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
 
@@ -35,7 +36,7 @@ def _add_common(p: argparse.ArgumentParser, *, key: bool = True) -> None:
 
 def _add_pipeline_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--pipeline", default=None, help="generation-time methods: 'tiny' (default) or a local diffusers folder")
-    p.add_argument("--inversion-steps", type=_positive_int, default=None, help="tree_ring: DDIM inversion steps")
+    p.add_argument("--inversion-steps", type=_positive_int, default=None, help="tree_ring, gaussian_shading: DDIM inversion steps")
     p.add_argument("--extractor", default=None, help="hidden, stable_signature: 'tiny' (default), a wmkit HiDDeN folder or an official TorchScript extractor file")
 
 
@@ -479,7 +480,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("verify", help="test images for a watermark; one p-value per image")
     _add_common(p)
     images_args(p, output=False)
-    p.add_argument("--alpha", type=float, default=1e-3, help="significance level of the decision (default 1e-3)")
+    p.add_argument("--alpha", type=float, default=DEFAULT_ALPHA, help=f"significance level of the decision (default {DEFAULT_ALPHA:g})")
     p.add_argument("--json", action="store_true", help="one JSON object per image, one per line")
     p.add_argument("--show-bits", action="store_true",
                    help="add the decoded bits to --json records (they let anyone who sees them forge a public-embedder mark)")

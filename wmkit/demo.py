@@ -25,7 +25,7 @@ import torch
 
 DEMO_ATTACKS = ["jpeg:75", "center_crop:0.75", "brightness:1.3", "gaussian_blur:1.0", "gaussian_noise:0.03"]
 FULL_EXTRA_ATTACKS = ["jpeg:50", "resize:0.5", "rotate:10", "center_crop:0.5"]
-DEMO_ALPHA = 1e-3
+from .types import DEFAULT_ALPHA as DEMO_ALPHA
 DEMO_IMAGES, FULL_IMAGES = 3, 8
 DEMO_KEY_SEED = 2024  # public: `generate_key(method, seed=2024)`; never for real marks
 DEMO_MARKER = "demo.json"  # what makes a folder a demo output folder that a new demo may refill

@@ -90,14 +90,6 @@ class NaturalParam:
         left = "(" if self.low_open else "["
         return f"{kind} in {left}{format_value(self.low)}, {format_value(self.high)}]"
 
-    def mapping_text(self) -> str:
-        """One line for listings, e.g. 'quality: strength 0..1 -> 100..10 (rounded)'."""
-        rounding = " (rounded)" if self.kind is int else " (s >= 0.5)" if self.kind is bool else ""
-        unit = f" [{self.unit}]" if self.unit else ""
-        return (
-            f"{self.name}{unit}: strength 0..1 -> "
-            f"{format_value(self.at_zero)}..{format_value(self.at_one)}{rounding}"
-        )
 
     def validate(self, value: Any, attack: str) -> Value:
         problem = f"{attack}: {self.name} must be {self.range_text()}, got {value!r}"

@@ -32,9 +32,9 @@ from typing import Optional, Sequence
 import torch
 
 from ..errors import ConfigError
+from ..types import DEFAULT_ALPHA
 
 ESTIMATORS = ("residual", "paired")
-DEFAULT_ALPHA = 1e-3
 DEFAULT_SIGMA = 2.0
 
 

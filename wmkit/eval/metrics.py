@@ -99,11 +99,6 @@ def rejection_rate(p_values: Sequence[float], alpha: float) -> float:
     return float(np.mean(p < alpha)) if p.size else float("nan")
 
 
-def tpr_at_p_threshold(p_values: Sequence[float], alpha: float) -> float:
-    """Fraction of (watermarked) images detected by the analytic test at level alpha."""
-    return rejection_rate(p_values, alpha)
-
-
 def roc_curve(positive_scores: Sequence[float], negative_scores: Sequence[float]) -> tuple[np.ndarray, np.ndarray, float]:
     """Empirical ROC (fpr, tpr) and AUC; higher score means 'more watermarked'. Ties count half.
 

@@ -23,11 +23,12 @@ from typing import Any, Iterable, Iterator, Optional, Sequence
 
 import numpy as np
 
+from ..types import DEFAULT_ALPHA
 from .harness import NO_ATTACK, STATUS_ERROR, STATUS_OK, STATUS_SKIPPED
 from .metrics import calibration_check, rejection_rate, roc_curve
 
 ALPHAS = (1e-2, 1e-3, 1e-4, 1e-6)
-HEADLINE_ALPHA = 1e-3  # the alpha of the markdown table and the plots
+HEADLINE_ALPHA = DEFAULT_ALPHA  # the alpha of the markdown table and the plots
 CONFIDENCE = 0.99  # of the binomial upper bound on the empirical FPR
 MAX_CURVES_PER_AXES = 12  # more attacks than this: ROC curves go into one panel per family
 
@@ -310,7 +311,7 @@ def markdown(summary: dict, *, plots: Sequence[str] = ()) -> str:
             f"TPR@floor: interpolated at PSNR = {potency['psnr_floor']:g} dB where the settings bracket it. "
             "'destroys the image': the mark goes only at settings below the quality floor.",
             "",
-            f"| method | rank | attack family | verdict | best setting | TPR | PSNR dB | SSIM | TPR@floor | min TPR (any quality) | attack s/img |",
+            "| method | rank | attack family | verdict | best setting | TPR | PSNR dB | SSIM | TPR@floor | min TPR (any quality) | attack s/img |",
             "|---|---:|---|---|---|---:|---:|---:|---:|---:|---:|",
         ]
         for method, entries in potency["ranking"].items():
