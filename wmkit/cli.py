@@ -416,7 +416,7 @@ def cmd_demo(args) -> int:
 
 # -- parser ------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
-    from .imageio import DEFAULT_MAX_PIXELS
+    from .types import DEFAULT_MAX_PIXELS
 
     parser = argparse.ArgumentParser(prog="wmkit", description="Invisible watermarks: embed, attack, verify.")
     parser.add_argument("--version", action="version", version="wmkit " + __import__("wmkit").__version__)

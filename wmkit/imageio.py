@@ -18,10 +18,10 @@ import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .errors import InputError
+from .types import DEFAULT_MAX_PIXELS
 
 IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".gif"}  # a GIF is read as its first frame
 SAVE_FORMATS = {"png": "PNG", "jpg": "JPEG", "jpeg": "JPEG", "webp": "WEBP", "bmp": "BMP", "tif": "TIFF", "tiff": "TIFF"}
-DEFAULT_MAX_PIXELS = 50_000_000  # about 7000 x 7000; the decoded float tensor is 600 MB
 
 _BITS_BY_MODE = {"I;16": 16, "I;16B": 16, "I;16L": 16, "I;16N": 16}
 

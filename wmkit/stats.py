@@ -9,7 +9,7 @@ very strong detections.
 from __future__ import annotations
 
 import numpy as np
-from scipy import special, stats
+from scipy import special  # scipy.stats (a second to import) only where it is used
 
 __all__ = [
     "log_binomial_sf",
@@ -156,6 +156,8 @@ def log_noncentral_chi2_p_value(distance, dof: int, noncentrality) -> np.ndarray
     distance, noncentrality = np.broadcast_arrays(
         np.asarray(distance, dtype=np.float64), np.asarray(noncentrality, dtype=np.float64)
     )
+    from scipy import stats
+
     direct = stats.ncx2.logcdf(distance, dof, noncentrality)
     tiny = ~(direct > np.log(1e-250))  # scipy underflows there: sum the Poisson mixture in log space
     if np.any(tiny):

@@ -5,6 +5,8 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Optional
 
 DEFAULT_ALPHA = 1e-3
+# a larger image is refused from its header: about 7000 x 7000; the decoded float tensor is 600 MB
+DEFAULT_MAX_PIXELS = 50_000_000
 
 
 @dataclass(frozen=True)

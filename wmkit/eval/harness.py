@@ -41,6 +41,7 @@ from typing import Any, Callable, Iterable, Iterator, Optional, Sequence, TextIO
 import torch
 
 from ..errors import ConfigError, InputError, WmkitError
+from . import DEFAULT_GENERATION_STEPS
 
 NO_ATTACK = "none"
 TIMING_FIELDS = ("time_embed_s", "time_attack_s", "time_detect_s")
@@ -57,7 +58,6 @@ class ImageItem:
     load: Callable[[], torch.Tensor]
 
 
-DEFAULT_GENERATION_STEPS = 25
 
 
 @dataclass(frozen=True)

@@ -25,10 +25,13 @@ import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Optional, Sequence
 
 from ..errors import ConfigError, InputError, WmkitError, require
-from .harness import DEFAULT_GENERATION_STEPS, ImageItem, make_attack_cases, make_schemes, run_harness
+from . import DEFAULT_GENERATION_STEPS
+
+if TYPE_CHECKING:  # the harness imports torch: only where images are processed
+    from .harness import ImageItem
 
 DEFAULT_OFFLINE_PHOTOS = 16
 DEFAULT_SIZE = 256
@@ -112,6 +115,7 @@ def file_source(inputs: Sequence[str], *, min_pixels: int, min_side: int, max_pi
     from functools import partial
 
     from ..imageio import iter_image_paths, load_image
+    from .harness import ImageItem
 
     paths = list(iter_image_paths(inputs))  # names only: every process lists the same, sorted
     if not paths:
@@ -137,6 +141,7 @@ def offline_source(count: int, *, size: int, seed: int, min_pixels: int, min_sid
 
     def items() -> Iterator[ImageItem]:
         from .. import data
+        from .harness import ImageItem
 
         for i, crop in enumerate(data.iter_crops(count, size=size, group="evaluation", seed=seed)):
             yield ImageItem(index=i, image_id=f"offline-evaluation/seed{seed}/{i:05d}", load=lambda crop=crop: crop)
@@ -227,11 +232,13 @@ def run_eval(
     the averaging forgery per post-hoc method with that many images to estimate from and to
     forge (``wmkit.eval.forgery``) and add its false-attribution rates to the report.
     """
-    from ..imageio import DEFAULT_MAX_PIXELS
+    from ..types import DEFAULT_MAX_PIXELS
 
     state = state if state is not None else process_state()
     # Everything that can be wrong with the request is checked by every process before any
     # of them writes, so they all stop alike instead of leaving one waiting at a barrier.
+    from .harness import make_attack_cases, make_schemes, run_harness
+
     schemes = make_schemes(list(methods), seed=seed, pipeline=pipeline, prompts=prompts, generation_steps=generation_steps)
     cases = make_attack_cases(attacks, pipeline=pipeline)
     generation_schemes = [s for s in schemes if s.generation is not None]
@@ -328,7 +335,7 @@ def _progress_bar(total: int, *, enabled: Optional[bool]):
 
 # -- the command line ---------------------------------------------------------------------------
 def add_eval_arguments(p: argparse.ArgumentParser) -> None:
-    from ..imageio import DEFAULT_MAX_PIXELS
+    from ..types import DEFAULT_MAX_PIXELS
 
     p.add_argument("-m", "--method", dest="methods", action="append", required=True, metavar="METHOD", help="watermarking method to evaluate (repeat for several)")
     p.add_argument("inputs", nargs="*", metavar="IMAGE_OR_DIR", help="unwatermarked test images (default: offline sample photos)")
@@ -340,7 +347,7 @@ def add_eval_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--overwrite", action="store_true", help="write into a non-empty REPORT_DIR (an earlier report there is replaced)")
     p.add_argument("--threads", type=int, default=DEFAULT_THREADS, help="torch threads per process (default 1: results then do not depend on how the run is sharded)")
     p.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS, help="refuse larger images")
-    p.add_argument("--pipeline", default=DEFAULT_PIPELINE, help="diffusion pipeline for generative attacks (regen, rinse, vae_regen, paraphrase, adv_embed) and generation-time methods (tree_ring): 'tiny' (default) or a local diffusers folder; loaded only if needed")
+    p.add_argument("--pipeline", default=DEFAULT_PIPELINE, help="diffusion pipeline for generative attacks (regen, rinse, vae_regen, paraphrase, adv_embed) and generation-time methods (tree_ring, gaussian_shading, stable_signature): 'tiny' (default) or a local diffusers folder; loaded only if needed")
     p.add_argument("--prompt", dest="prompts", action="append", default=[], metavar="TEXT", help="prompt for the generations that generation-time methods are evaluated on (repeat for several; they cycle; default: a few built-in subjects)")
     p.add_argument("--generation-steps", type=int, default=DEFAULT_GENERATION_STEPS, help=f"inference steps of those generations (default {DEFAULT_GENERATION_STEPS})")
     p.add_argument("--forgery", type=int, default=None, metavar="N", help="also run the averaging forgery per method (N marked images to estimate the mark from, N clean ones to forge) and report the false-attribution rate")
