@@ -184,3 +184,14 @@ def test_cli_generate_and_verify(pipe, tmp_path, capsys):
                  "--pipeline", str(tmp_path / "pipe"), "--inversion-steps", "2"])
     records = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert code == 0 and len(records) == 2 and {"path", "method", "p_value", "score", "detected"} <= set(records[0])
+
+
+def test_keygen_treats_it_as_a_score_scheme(tmp_path, capsys):
+    """It has num_bits, yet its p-value does not depend on the message: no bit screening
+    (which would say the key 'was not screened'), and a shipped-calibration lookup as a score scheme."""
+    from wmkit.cli import main
+
+    assert main(["keygen", "-m", "gaussian_shading", "-o", str(tmp_path / "k.json")]) == 0
+    out = capsys.readouterr()
+    assert "screened" not in out.out + out.err
+    assert wmkit.create("gaussian_shading", pipeline="tiny").null_model is None

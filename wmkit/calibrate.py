@@ -46,7 +46,9 @@ def attacked_variants(images: Sequence[torch.Tensor], *, attacks: Any = "calibra
 def decode_for_calibration(wm, images: Sequence[torch.Tensor], *, attacks: Any = "calibration", seed: int = 0,
                            progress: Optional[bool] = None) -> np.ndarray:
     """Decoded bits of each clean image and of each attacked copy that is still large enough."""
-    if not hasattr(wm, "decode_bits"):
+    from .watermarkers.base import BitWatermarker
+
+    if not isinstance(wm, BitWatermarker):
         raise ConfigError(f"'{wm.name}' is not a bit-based scheme; its calibration is not a bit null")
     variants = attacked_variants(images, attacks=attacks, seed=seed, progress=progress,
                                  min_pixels=wm.min_pixels, min_side=wm.min_side)

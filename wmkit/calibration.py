@@ -340,7 +340,10 @@ def shipped_score_calibration_path(watermarker) -> Optional[Path]:
 
 def resolve_null_model(watermarker, spec: Any):
     """Turn a calibration spec into a model: "auto" finds the shipped one, None means analytic."""
-    kind = BitNullModel if hasattr(watermarker, "num_bits") else ScoreNullModel
+    from .watermarkers.base import BitWatermarker
+
+    # Gaussian Shading has num_bits too, yet its test is a score: the class decides, not an attribute
+    kind = BitNullModel if isinstance(watermarker, BitWatermarker) else ScoreNullModel
     if spec is None or spec is False:
         return None
     if isinstance(spec, (BitNullModel, ScoreNullModel)):

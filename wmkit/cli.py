@@ -302,9 +302,8 @@ def cmd_verify(args) -> int:
         raise ConfigError(f"--alpha must lie in (0, 1), got {args.alpha}")
     wm = _create(args.method, **_pipeline_option(args))
     keys = [load_key(k, method=args.method, num_bits=getattr(wm, "num_bits", None)) for k in args.key]
-    if hasattr(wm, "set_calibration"):
-        wm.set_calibration(_calibration_spec(args, args.key[0]))
-        wm.null_model  # load now: a bad calibration file is a usage error, not N file errors
+    wm.set_calibration(_calibration_spec(args, args.key[0]))
+    wm.null_model  # load now: a bad calibration file is a usage error, not N file errors
     paths = list(iter_image_paths(args.inputs))
     if not paths:
         raise InputError("no input images found")

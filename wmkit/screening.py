@@ -30,9 +30,11 @@ def screen_key(wm, key: Key, *, explicit_message: bool, force: bool = False) -> 
     and stored explicitly in the key; a message the user gave is refused
     unless ``force``.
     """
-    null = getattr(wm, "null_model", None)
-    if not hasattr(wm, "num_bits"):
-        return key, ""
+    from .watermarkers.base import BitWatermarker
+
+    if not isinstance(wm, BitWatermarker):
+        return key, ""  # score schemes: their p-value does not depend on which message a key holds
+    null = wm.null_model
     if null is None:
         return key, f"note: no calibration for '{wm.name}', so the key was not screened against clean-image decodes"
     limit = screening_limit(wm.num_bits)
