@@ -150,7 +150,7 @@ def run_scheme(args, pipe, scheme, clean, clean_features, photos, backbone) -> N
           f"{'FPR photo 1e-2/1e-3':>21}{'s/img marked':>14}{'s/img clean':>13}")
     gen = torch.Generator().manual_seed(0)
     for spec in args.attacks:
-        attack = None if spec == "none" else parse_attack(spec)
+        attack = None if spec == "none" else parse_attack(spec, pipeline=pipe)
         apply = (lambda ims: ims) if attack is None else (lambda ims: [attack(im[None], generator=gen)[0] for im in ims])
         sets = {"marked": apply(marked), "clean": apply(clean), "photos": apply(photos)}
         t0 = time.perf_counter()
