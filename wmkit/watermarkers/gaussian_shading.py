@@ -182,12 +182,12 @@ class GaussianShading(InitialNoiseWatermarker):
         """log P(Binomial(count, 1/2) >= best) for one reading (no correction)."""
         return np.asarray(stats.log_binomial_sf(best, count, 0.5), dtype=np.float64)
 
-    def _prepare(self, latents: torch.Tensor) -> dict:
+    def _prepare(self, latents: torch.Tensor, search: Optional[bool] = None) -> dict:
         """Every key-independent reading: the identity and, with the search, each candidate
         undo (its packed signs, and its values for ``_locate``)."""
         height, width = latents.shape[-2:]
-        prepared = {"identity": self._reading(latents)}
-        if self.search:
+        prepared = {"identity": self._reading(latents), "search": self.search if search is None else search}
+        if prepared["search"]:
             prepared["candidates"], prepared["undone"] = [], []
             for angle, zoom in _search_candidates():
                 mask = _inside(height, width, angle, zoom)
@@ -231,7 +231,7 @@ class GaussianShading(InitialNoiseWatermarker):
         nonce_term = self.nonce_bits * np.log(2)
         extra = {"agreement": best / identity[2], "nonce": nonce.astype(np.float64)}
         winners = [(identity, i, int(nonce[i])) for i in range(len(latents))]
-        if not self.search:
+        if not prepared["search"]:
             return np.minimum(0.0, nonce_term + log_p), -np.minimum(0.0, nonce_term + log_p) / np.log(10), extra, winners
         candidates = _search_candidates()
         scored = [(self._best_nonce(reading, patterns), reading) for reading in prepared["candidates"]]
@@ -293,6 +293,21 @@ class GaussianShading(InitialNoiseWatermarker):
 
     def results_from_signal(self, latents: torch.Tensor, key: Key) -> list[DetectionResult]:
         return self._results(*self._scored(latents, key), key)
+
+    def identify(self, images, keys: list[Key], *, correction: str = "sidak") -> list[DetectionResult]:
+        """The best of K keys, corrected for K looks. The inversion is shared by all keys and
+        only the untransformed reading is tested (about 2 ms per key and image; the geometric
+        search would cost 25 times that per key): a rotated or cropped image is identified by
+        ``detect`` against each key instead."""
+        from .base import _best_of
+
+        for key in keys:
+            self.check_key(key)
+        latents = self.extract(images)
+        prepared = self._prepare(latents, search=False)
+        per_key = [self._results(*self._scored(latents, key, prepared=prepared), key) for key in keys]
+        return [_best_of(method=self.name, candidates=[r[i] for r in per_key], correction=correction)
+                for i in range(len(latents))]
 
     def _results(self, log_p, scores, extra, winners, key: Key) -> list[DetectionResult]:
         """Results with the message read, by majority vote, from each image's winning reading."""
