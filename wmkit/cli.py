@@ -7,6 +7,7 @@ records are printed and every other file is still processed).
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import sys
@@ -304,11 +305,20 @@ def cmd_verify(args) -> int:
     keys = [load_key(k, method=args.method, num_bits=getattr(wm, "num_bits", None)) for k in args.key]
     wm.set_calibration(_calibration_spec(args, args.key[0]))
     wm.null_model  # load now: a bad calibration file is a usage error, not N file errors
-    paths = list(iter_image_paths(args.inputs))
-    if not paths:
-        raise InputError("no input images found")
-    failures = 0
+    if not args.inputs and args.files_from is None:
+        raise ConfigError("give images or folders to verify, or --files-from LIST")
+    if args.files_from not in (None, "-") and not os.path.isfile(args.files_from):
+        raise InputError(f"{args.files_from}: no such list file")
+    run = {"method": args.method, "keys": [k.fingerprint for k in keys]}
+    results = VerifyLog(args.output, run) if args.output else None
+    paths = iter_image_paths(args.inputs)
+    if args.files_from is not None:
+        paths = itertools.chain(paths, _listed_paths(args.files_from))
+    failures = seen = 0
     for path in progress(paths, desc="verify", enabled=args.progress):
+        seen += 1
+        if results is not None and str(path) in results.done:
+            continue
         try:
             image = _load_image_for(wm, path, args.max_pixels)
             if len(keys) == 1:
@@ -320,14 +330,90 @@ def cmd_verify(args) -> int:
             failures += 1
             message = str(exc) if str(path) in str(exc) else f"{path}: {exc}"
             record = {"path": str(path), "method": args.method, "error": message}
+            if results is not None:
+                results.append(record)
             if not args.json:
                 _error_line(path, str(exc))
                 continue
+        if results is not None:
+            results.append(record)
         if args.json:
             progress_write(json.dumps(record))
         else:
             _print_verify_line(record, args.alpha)
+    if not seen:
+        raise InputError("no input images found")
+    if results is not None:
+        results.close()
+        if results.resumed:
+            progress_write(f"{args.output}: {results.resumed} images were already there (skipped), "
+                           f"{results.appended} added", file=sys.stderr)
     return EXIT_ERROR if failures else EXIT_OK
+
+
+def _listed_paths(source: str):
+    """Paths from a list file (or '-': standard input), one per line, read lazily; blank lines skipped."""
+    handle = sys.stdin if source == "-" else open(source, encoding="utf-8")
+    try:
+        for line in handle:
+            if line.strip():
+                yield Path(line.rstrip("\n"))
+    finally:
+        if handle is not sys.stdin:
+            handle.close()
+
+
+class VerifyLog:
+    """``wmkit verify -o RESULTS.jsonl``: one record per line, appended and flushed as each
+    image is done, so a killed run loses at most the line it was writing; a rerun skips the
+    images already recorded (errors included: delete a line to retry that image) and drops a
+    last line cut short. Its first line records the run (method, key fingerprints): a file
+    of another run is refused rather than mixed."""
+
+    def __init__(self, path: str, run: dict):
+        self.path, self.run = Path(path), {"wmkit_verify": 1, **run}
+        self.done: set[str] = set()
+        self.resumed = self.appended = 0
+        if self.path.is_dir():
+            raise ConfigError(f"{self.path}: is a folder; --output takes a file name (results.jsonl)")
+        complete = self._read_existing() if self.path.exists() else 0
+        self.handle = open(self.path, "r+b" if self.path.exists() else "wb")
+        self.handle.seek(complete)
+        self.handle.truncate()
+        if complete == 0:
+            self._write(self.run)
+
+    def _read_existing(self) -> int:
+        """Byte length of the complete records already in the file; fills ``done``."""
+        data = self.path.read_bytes()
+        end = data.rfind(b"\n") + 1  # a last line without its newline was cut short
+        lines = data[:end].splitlines()
+        if not lines:
+            return 0
+        try:
+            header, records = json.loads(lines[0]), [json.loads(line) for line in lines[1:]]
+        except json.JSONDecodeError:
+            raise ConfigError(f"{self.path}: not a `wmkit verify -o` results file; choose another name") from None
+        if not isinstance(header, dict) or header.get("wmkit_verify") != 1:
+            raise ConfigError(f"{self.path}: not a `wmkit verify -o` results file; choose another name")
+        if header != self.run:
+            raise ConfigError(f"{self.path}: holds results of another run (method {header.get('method')}, keys "
+                              f"{', '.join(header.get('keys', []))}); use another file to keep both")
+        self.done = {r["path"] for r in records}
+        self.resumed = len(self.done)
+        return end
+
+    def _write(self, record: dict) -> None:
+        self.handle.write((json.dumps(record) + "\n").encode())
+        self.handle.flush()
+
+    def append(self, record: dict) -> None:
+        self._write(record)
+        self.appended += 1
+
+    def close(self) -> None:
+        os.fsync(self.handle.fileno())
+        self.handle.close()
 
 
 def _print_verify_line(record: dict, alpha: float) -> None:
@@ -478,7 +564,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("verify", help="test images for a watermark; one p-value per image")
     _add_common(p)
-    images_args(p, output=False)
+    p.add_argument("inputs", nargs="*", metavar="IMAGE_OR_DIR")
+    p.add_argument("--files-from", metavar="LIST", default=None,
+                   help="also verify the image paths in LIST, one per line ('-': standard input), read as they are needed")
+    p.add_argument("-o", "--output", metavar="RESULTS.jsonl", default=None,
+                   help="append one JSON record per image to this file as it is verified; run again with the same "
+                        "file to resume: images already recorded there are skipped")
+    p.add_argument("--max-pixels", type=_positive_int, default=DEFAULT_MAX_PIXELS, help="refuse larger images")
+    _add_progress(p)
     p.add_argument("--alpha", type=float, default=DEFAULT_ALPHA, help=f"significance level of the decision (default {DEFAULT_ALPHA:g})")
     p.add_argument("--json", action="store_true", help="one JSON object per image, one per line")
     p.add_argument("--show-bits", action="store_true",
