@@ -62,7 +62,10 @@ class GaussianShading(InitialNoiseWatermarker):
     STREAM_CACHE = 4  # keys whose streams are kept (each 2^b x n / 8 bytes: 2 MiB for b = 12, n = 4096)
     STAGE_TWO_Z = 4.5  # correlation z of the best latent-level candidate that earns an image-level read
     STAGE_TWO_SKIP_P = 1e-10  # an untransformed reading this strong needs no search
-    SCAN_WINDOW = 2.0  # degrees scanned around the located angle: the coarse grid's step is 3
+    # Tree-Ring scans 4 degrees either side of the coarse angle; here the correlation refines
+    # it on the latent first (measured on 10 generations rotated by 14 degrees: the same
+    # detection, 1.39 s instead of 1.54 s per image; for Tree-Ring the same shortcut lost power)
+    SCAN_WINDOW = 1.0
     LOCATE_BLOCK = 4096  # nonces correlated at once by _locate (4096 x n floats: 64 MiB for n = 4096)
 
     def __init__(self, *, num_bits: int = 256, nonce_bits: int = 12, inversion_steps: int = 10, search: bool = True,
@@ -196,16 +199,16 @@ class GaussianShading(InitialNoiseWatermarker):
                 prepared["undone"].append(undone.reshape(len(latents), -1))
         return prepared
 
-    def _locate(self, prepared: dict, patterns: np.ndarray) -> tuple[np.ndarray, list[tuple[float, float]]]:
-        """Per image, the search candidate whose undone latent *correlates* best with some
-        nonce's signs, and that correlation's z (sum s_i x_i / |x|, about N(0, 1) for a
-        wrong key or nonce). Values rank the candidates better than sign counts do (measured
-        on 10 generations rotated by 15 degrees: the right angle came first for 10 by
-        correlation, for 6 by agreement count): an undo interpolates, and a value near zero
-        says little. This only chooses what ``detect`` re-reads from the image; it is not a
-        p-value."""
-        candidates = _search_candidates()
-        values = torch.stack(prepared["undone"], dim=1).float()  # (B, candidates, n)
+    def _locate(self, undone: list[torch.Tensor], candidates: list[tuple[float, float]],
+                patterns: np.ndarray) -> tuple[np.ndarray, list[tuple[float, float]]]:
+        """Per image, the candidate whose undone latent (``undone``: one (B, n) tensor per
+        candidate) *correlates* best with some nonce's signs, and that correlation's z
+        (sum s_i x_i / |x|, about N(0, 1) for a wrong key or nonce). Values rank the candidates
+        better than sign counts do (measured on 10 generations rotated by 15 degrees: the right
+        angle came first for 10 by correlation, for 6 by agreement count): an undo
+        interpolates, and a value near zero says little. This only chooses what ``detect``
+        re-reads from the image; it is not a p-value."""
+        values = torch.stack(undone, dim=1).float()  # (B, candidates, n)
         norms = values.norm(dim=-1).clamp_min(1e-12)
         best = torch.full(values.shape[:2], -float("inf"))
         for start in range(0, len(patterns), self.LOCATE_BLOCK):  # the nonces, a block at a time
@@ -272,7 +275,7 @@ class GaussianShading(InitialNoiseWatermarker):
         height, width = latents.shape[-2:]
         patterns = self.patterns(key, latents[0].numel())
         identity = self._log_p(self._best_nonce(prepared["identity"], patterns)[0], prepared["identity"][2])
-        located_z, located = self._locate(prepared, patterns)
+        located_z, located = self._locate(prepared["undone"], _search_candidates(), patterns)
 
         def read(image, angle, zoom, steps=None):
             undone = self._image_undo(self._sized(image), (height, width), angle, zoom, steps=steps)
@@ -284,7 +287,11 @@ class GaussianShading(InitialNoiseWatermarker):
             if identity[i] < np.log(self.STAGE_TWO_SKIP_P) or located_z[i] < self.STAGE_TWO_Z:
                 continue
             angle, zoom = located[i]
-            if zoom == 1.0:
+            if zoom == 1.0:  # refine on the latent (no inversion), then scan the image 1 degree either side
+                near = [(a, 1.0) for a in SEARCH_FINE_ANGLES if abs(a - angle) <= 2.0 and a != 0.0]
+                undone = [(_undo(latents[i:i + 1], a, 1.0) * _inside(height, width, a, 1.0)).reshape(1, -1)
+                          for a, _ in near]
+                angle = self._locate(undone, near, patterns)[1][0][0]
                 window = [a for a in SEARCH_FINE_ANGLES if abs(a - angle) <= self.SCAN_WINDOW and a != 0.0]
                 scanned = {a: read(image, a, 1.0, steps=SEARCH_SCAN_STEPS)[1] for a in window}
                 angle = min(scanned, key=scanned.get)
