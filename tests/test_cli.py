@@ -235,3 +235,23 @@ def test_verify_line_names_the_uncalibrated_test_by_its_kind(capsys):
                         "p_value_analytic": 0.3, "z": 0.2}, 1e-3)
     bit_line, score_line = capsys.readouterr().out.splitlines()
     assert "fair-coin p=1e-10" in bit_line and "analytic p=0.3" in score_line and "fair-coin" not in score_line
+
+
+@pytest.mark.parametrize("method", ["tree_ring", "gaussian_shading"])
+def test_initial_noise_schemes_generate_and_verify_with_a_local_pipeline_folder(method, pipe, tmp_path, capsys):
+    from wmkit.keys import generate_key, save_key
+
+    pipe.save_pretrained(tmp_path / "pipe")
+    save_key(generate_key(method, seed=9), tmp_path / "k.json")
+    code = main(["generate", "-m", method, "-k", str(tmp_path / "k.json"), "--prompt", "a cat", "-n", "2",
+                 "--steps", "2", "-o", str(tmp_path / "out"), "--pipeline", str(tmp_path / "pipe")])
+    assert code == 0
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["000000.png", "000001.png"]
+    capsys.readouterr()
+    code = main(["verify", "-m", method, "-k", str(tmp_path / "k.json"), str(tmp_path / "out"), "--json",
+                 "--pipeline", str(tmp_path / "pipe"), "--inversion-steps", "2", "--calibration", "none"])
+    records = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert code == 0 and len(records) == 2 and {"path", "method", "p_value", "score", "detected"} <= set(records[0])
+    code = main(["generate", "-m", method, "-k", str(tmp_path / "k.json"), "--prompt", "a cat", "-n", "1",
+                 "-o", str(tmp_path / "out"), "--pipeline", str(tmp_path / "pipe")])
+    assert code == 2  # would overwrite 000000.png

@@ -15,11 +15,6 @@ from wmkit.diffusion import (decode_latents, encode_images, generate, initial_la
 from wmkit.errors import ConfigError, WeightsError
 
 
-@pytest.fixture(scope="module")
-def pipe():
-    return random_pipeline(seed=0)
-
-
 def _images(n=2, size=32, seed=0):
     g = torch.Generator().manual_seed(seed)
     return torch.rand(n, 3, size, size, generator=g)

@@ -18,13 +18,8 @@ from wmkit.attacks import FixedPrompt, get_suite, parse_attack
 from wmkit.attacks.adversarial import pgd_embedding, vae_embedding
 from wmkit.attacks.paraphrase import TransformersCaptioner
 from wmkit.attacks.regeneration import regenerate_latents
-from wmkit.diffusion import random_pipeline, tiny_path
+from wmkit.diffusion import tiny_path
 from wmkit.errors import ConfigError, WeightsError
-
-
-@pytest.fixture(scope="module")
-def pipe():
-    return random_pipeline(seed=0)
 
 
 def smooth(batch: int = 2, size: int = 48, seed: int = 0, width: int | None = None) -> torch.Tensor:

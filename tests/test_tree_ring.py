@@ -1,5 +1,4 @@
-"""Tree-Ring: patterns, latent statistics, the test's null, wrapping SD/SDXL, CLI (random tiny pipelines)."""
-import json
+"""Tree-Ring: patterns, latent statistics, the test's null, wrapping SD/SDXL (random tiny pipelines; the CLI in test_cli)."""
 
 import numpy as np
 import pytest
@@ -8,19 +7,8 @@ from scipy import stats as sps
 
 import wmkit
 from wmkit.calibration import fit_score_null
-from wmkit.diffusion import random_pipeline
-from wmkit.keys import generate_key, save_key
+from wmkit.keys import generate_key
 from wmkit.watermarkers.tree_ring import PATTERNS, independent_half, key_region
-
-
-@pytest.fixture(scope="module")
-def pipe():
-    return random_pipeline(0)
-
-
-@pytest.fixture(scope="module")
-def noise():
-    return torch.randn(200, 4, 32, 32, generator=torch.Generator().manual_seed(0))
 
 
 @pytest.mark.parametrize("pattern", PATTERNS)
@@ -266,22 +254,3 @@ def test_detect_and_identify_run_end_to_end(pipe):
     assert all(r.extra["num_keys"] == 2 for r in ident)
     with pytest.raises(wmkit.ConfigError, match="generation time"):
         tr.embed(images, keys[0])
-
-
-def test_cli_generate_and_verify_with_a_local_pipeline_folder(pipe, tmp_path, capsys):
-    from wmkit.cli import main
-
-    pipe.save_pretrained(tmp_path / "pipe")
-    save_key(generate_key("tree_ring", seed=9), tmp_path / "k.json")
-    code = main(["generate", "-m", "tree_ring", "-k", str(tmp_path / "k.json"), "--prompt", "a cat", "-n", "2",
-                 "--steps", "2", "-o", str(tmp_path / "out"), "--pipeline", str(tmp_path / "pipe")])
-    assert code == 0
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["000000.png", "000001.png"]
-    capsys.readouterr()
-    code = main(["verify", "-m", "tree_ring", "-k", str(tmp_path / "k.json"), str(tmp_path / "out"), "--json",
-                 "--pipeline", str(tmp_path / "pipe"), "--inversion-steps", "2", "--calibration", "none"])
-    records = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
-    assert code == 0 and len(records) == 2 and {"path", "method", "p_value", "score", "detected"} <= set(records[0])
-    code = main(["generate", "-m", "tree_ring", "-k", str(tmp_path / "k.json"), "--prompt", "a cat", "-n", "1",
-                 "-o", str(tmp_path / "out"), "--pipeline", str(tmp_path / "pipe")])
-    assert code == 2  # would overwrite 000000.png

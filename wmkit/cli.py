@@ -311,7 +311,8 @@ def cmd_verify(args) -> int:
         raise InputError(f"{args.files_from}: no such list file")
     run = {"method": args.method, "keys": [k.fingerprint for k in keys]}
     results = VerifyLog(args.output, run) if args.output else None
-    paths = iter_image_paths(args.inputs)
+    # folders are listed whole (sorted, and the bar gets its total); a list file is read lazily
+    paths = list(iter_image_paths(args.inputs))
     if args.files_from is not None:
         paths = itertools.chain(paths, _listed_paths(args.files_from))
     failures = seen = 0
