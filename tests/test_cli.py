@@ -237,7 +237,7 @@ def test_verify_line_names_the_uncalibrated_test_by_its_kind(capsys):
     assert "fair-coin p=1e-10" in bit_line and "analytic p=0.3" in score_line and "fair-coin" not in score_line
 
 
-@pytest.mark.parametrize("method", ["tree_ring", "gaussian_shading"])
+@pytest.mark.parametrize("method", ["tree_ring", "gaussian_shading", "prc"])
 def test_initial_noise_schemes_generate_and_verify_with_a_local_pipeline_folder(method, pipe, tmp_path, capsys):
     from wmkit.keys import generate_key, save_key
 

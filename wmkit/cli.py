@@ -22,11 +22,14 @@ EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
 
 
 # -- helpers -----------------------------------------------------------------------
+def _naming(path, message: str) -> str:
+    """The message, prefixed with the file's path unless it names it already."""
+    return message if path is None or str(path) in message else f"{path}: {message}"
+
+
 def _error_line(path, message: str) -> None:
     """One line per failed file, always naming the file."""
-    if path is not None and str(path) not in message:
-        message = f"{path}: {message}"
-    progress_write(f"error: {message}", file=sys.stderr)
+    progress_write(f"error: {_naming(path, message)}", file=sys.stderr)
 
 
 def _add_common(p: argparse.ArgumentParser, *, key: bool = True) -> None:
@@ -329,8 +332,7 @@ def cmd_verify(args) -> int:
             record = {"path": str(path), **record}
         except WmkitError as exc:
             failures += 1
-            message = str(exc) if str(path) in str(exc) else f"{path}: {exc}"
-            record = {"path": str(path), "method": args.method, "error": message}
+            record = {"path": str(path), "method": args.method, "error": _naming(path, str(exc))}
             if results is not None:
                 results.append(record)
             if not args.json:

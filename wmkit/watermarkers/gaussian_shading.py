@@ -35,7 +35,6 @@ from typing import Any, Optional
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from .. import stats
 from ..errors import ConfigError
@@ -59,6 +58,7 @@ def _stream(secret: bytes, size: int, nonce: int) -> bytes:
 class GaussianShading(InitialNoiseWatermarker):
     """Gaussian Shading: key-chosen signs of the initial noise, exact binomial detection after inversion."""
 
+    reads_value_by_value = True
     STREAM_CACHE = 4  # keys whose streams are kept (each 2^b x n / 8 bytes: 2 MiB for b = 12, n = 4096)
     STAGE_TWO_Z = 4.5  # correlation z of the best latent-level candidate that earns an image-level read
     STAGE_TWO_SKIP_P = 1e-10  # an untransformed reading this strong needs no search
@@ -134,22 +134,6 @@ class GaussianShading(InitialNoiseWatermarker):
         return torch.stack(out)
 
     # -- detection -----------------------------------------------------------------------------
-    def extract(self, images) -> torch.Tensor:
-        """DDIM-inverted initial latents (B, C, h, w); images not of the pipeline's default
-        size are resized to it first (the signs are read value by value, so the latent
-        grid must be the one the mark was written on)."""
-        image_list, _ = as_image_list(images)
-        return torch.cat([self._invert(self._sized(img)[None]) for img in image_list])
-
-    def _sized(self, image: torch.Tensor) -> torch.Tensor:
-        """The image at the pipeline's default size (resized when it is not)."""
-        side = int(getattr(self.pipe, "default_sample_size", None) or self.pipe.unet.config.sample_size)
-        side *= int(getattr(self.pipe, "vae_scale_factor", 8))
-        if tuple(image.shape[-2:]) == (side, side):
-            return image
-        return F.interpolate(image[None].float(), size=(side, side), mode="bilinear", antialias=True,
-                             align_corners=False)[0].clamp(0, 1)
-
     # The p-value's family: every nonce, at the identity (half the level) and at every
     # candidate of the geometric search (half the level, Bonferroni over the candidates).
     def _reading(self, latents: torch.Tensor, mask: Optional[torch.Tensor] = None) -> tuple[np.ndarray, np.ndarray, int]:

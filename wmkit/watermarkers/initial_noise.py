@@ -82,6 +82,9 @@ class InitialNoiseWatermarker(ScoreWatermarker):
 
     generation_time: ClassVar[bool] = True
     can_embed: ClassVar[bool] = False  # the mark is in the initial noise: nothing to add to a given image
+    #: schemes that read each latent value where it was written (Gaussian Shading, PRC) need the
+    #: latent grid the mark was written on: images of another size are resized to the pipeline's
+    reads_value_by_value: ClassVar[bool] = False
 
     def __init__(self, *, pipeline: Any = "tiny", inversion_steps: int = 10, calibration: Any = "auto"):
         if not isinstance(inversion_steps, int) or isinstance(inversion_steps, bool) or inversion_steps < 1:
@@ -131,7 +134,21 @@ class InitialNoiseWatermarker(ScoreWatermarker):
     def extract(self, images) -> torch.Tensor:
         """DDIM-inverted initial latents (B, C, h, w) of the images."""
         image_list, _ = as_image_list(images)
-        return torch.cat([self._invert(img[None]) for img in image_list])
+        return torch.cat([self._invert(self._sized(img)[None]) for img in image_list])
+
+    def _sized(self, image: torch.Tensor) -> torch.Tensor:
+        """The image as it is inverted: at the pipeline's default size for schemes that read
+        value by value (resized when it is not), as it is otherwise."""
+        if not self.reads_value_by_value:
+            return image
+        side = int(getattr(self.pipe, "default_sample_size", None) or self.pipe.unet.config.sample_size)
+        side *= int(getattr(self.pipe, "vae_scale_factor", 8))
+        if tuple(image.shape[-2:]) == (side, side):
+            return image
+        import torch.nn.functional as F
+
+        return F.interpolate(image[None].float(), size=(side, side), mode="bilinear", antialias=True,
+                             align_corners=False)[0].clamp(0, 1)
 
     def _invert(self, batch: torch.Tensor, steps: Optional[int] = None) -> torch.Tensor:
         from ..diffusion import invert
