@@ -115,23 +115,13 @@ class GaussianShading(InitialNoiseWatermarker):
         """A nonce from the noise magnitudes of one latent (C, h, w): fresh for fresh noise,
         the same for the same seed. The magnitudes are what marking keeps, so the nonce is
         a function of the kept half of the noise only."""
-        digest = hashlib.sha256(latents.detach().abs().to(torch.float32).cpu().contiguous().numpy().tobytes()).digest()
-        return int.from_bytes(digest[:8], "little") % (2 ** self.nonce_bits)
+        return int.from_bytes(self.magnitude_digest(latents)[:8], "little") % (2 ** self.nonce_bits)
 
     # -- marking -----------------------------------------------------------------------------
     def watermark_latents(self, latents: torch.Tensor, key: Key) -> torch.Tensor:
         """Every value of the initial latents (B, C, h, w) keeps its magnitude and takes the
         sign its key bit chooses, under a nonce of its own per image."""
-        if latents.dim() != 4:
-            raise ConfigError(f"expected latents (B, C, h, w), got {tuple(latents.shape)}")
-        size = latents[0].numel()
-        patterns = self.patterns(key, size)
-        out = []
-        for z in latents:
-            negative = np.unpackbits(patterns[self.nonce_of(z)])
-            sign = torch.from_numpy(1.0 - 2.0 * negative.astype(np.float32)).view(z.shape).to(z.device)
-            out.append(z.abs() * sign.to(z.dtype))
-        return torch.stack(out)
+        return self.with_signs(latents, lambda z: np.unpackbits(self.patterns(key, z.numel())[self.nonce_of(z)]))
 
     # -- detection -----------------------------------------------------------------------------
     # The p-value's family: every nonce, at the identity (half the level) and at every

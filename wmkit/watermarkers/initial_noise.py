@@ -10,6 +10,7 @@ from __future__ import annotations
 from abc import abstractmethod
 from typing import Any, ClassVar, Optional
 
+import numpy as np
 import torch
 
 from ..errors import ConfigError
@@ -116,6 +117,27 @@ class InitialNoiseWatermarker(ScoreWatermarker):
     @abstractmethod
     def watermark_latents(self, latents: torch.Tensor, key: Key) -> torch.Tensor:
         """Write the key into initial latents (B, C, h, w); new latents of the same dtype."""
+
+    @staticmethod
+    def magnitude_digest(latent: torch.Tensor) -> bytes:
+        """SHA-256 of one latent's (C, h, w) magnitudes: per-image randomness for schemes that
+        set only the signs (fresh for fresh noise, the same for the same seed, and a function
+        of the half of the noise that marking keeps)."""
+        import hashlib
+
+        return hashlib.sha256(latent.detach().abs().to(torch.float32).cpu().contiguous().numpy().tobytes()).digest()
+
+    @staticmethod
+    def with_signs(latents: torch.Tensor, negative_bits) -> torch.Tensor:
+        """Latents (B, C, h, w) whose values keep their magnitudes and take the signs
+        ``negative_bits(latent)`` gives for each one (n uint8 bits, 1 = negative)."""
+        if latents.dim() != 4:
+            raise ConfigError(f"expected latents (B, C, h, w), got {tuple(latents.shape)}")
+        out = []
+        for z in latents:
+            sign = 1.0 - 2.0 * np.asarray(negative_bits(z), dtype=np.float32)
+            out.append(z.abs() * torch.from_numpy(sign).view(z.shape).to(device=z.device, dtype=z.dtype))
+        return torch.stack(out)
 
     def prepare_call(self, pipe, key: Key, args: tuple, kwargs: dict) -> dict:
         """Draw the initial noise exactly as the pipeline would (same generator(s), same

@@ -140,17 +140,7 @@ class PRC(InitialNoiseWatermarker):
 
     def watermark_latents(self, latents: torch.Tensor, key: Key) -> torch.Tensor:
         """Every value keeps its magnitude and takes the sign of a fresh codeword (1 = negative)."""
-        if latents.dim() != 4:
-            raise ConfigError(f"expected latents (B, C, h, w), got {tuple(latents.shape)}")
-        code = self.code(key, latents[0].numel())
-        out = []
-        for z in latents:
-            magnitudes = z.detach().abs().to(torch.float32).cpu().contiguous().numpy().tobytes()
-            randomness = key.secret + hashlib.sha256(magnitudes).digest()
-            bits = code.encode(randomness)
-            sign = torch.from_numpy(1.0 - 2.0 * bits.astype(np.float32)).view(z.shape).to(z.device)
-            out.append(z.abs() * sign.to(z.dtype))
-        return torch.stack(out)
+        return self.with_signs(latents, lambda z: self.code(key, z.numel()).encode(key.secret + self.magnitude_digest(z)))
 
     def soft_signs(self, latents: torch.Tensor) -> np.ndarray:
         """(B, n) posterior means of the initial noise's signs given inverted latents."""
