@@ -34,7 +34,7 @@ def hidden_dir(tmp_path_factory):
     encoder, raw = HiddenEncoder(BITS, channels=8).eval(), HiddenExtractor(BITS, channels=8, layers=2).eval()
     extractor = WhitenedExtractor(raw, BITS)
     with torch.no_grad():
-        extractor.fit_whitening(raw(smooth(200, seed=1)))
+        extractor.fit_whitening(raw(smooth(200, seed=1)), centre=False)  # as the recipe fits it
     folder = tmp_path_factory.mktemp("hidden")
     save_hidden(encoder, extractor, folder, provenance={"test": True})
     return folder
@@ -87,6 +87,33 @@ def tiled(size: int = 128, seed: int = 0, amplitude: float = 0.04) -> torch.Tens
     """A smooth image plus one random 8 x 8 tile repeated over it (a stand-in for a mark)."""
     tile = torch.randn(1, 3, 8, 8, generator=torch.Generator().manual_seed(seed + 100))
     return (smooth(1, size, seed) * 0.8 + 0.1 + amplitude * tile.repeat(1, 1, size // 8, size // 8)).clamp(0, 1)
+
+
+def test_the_reading_leaves_out_what_every_phase_shares():
+    # A read-out offset shared by all phases (here a large bias) is the same on every image: left
+    # in, it would give every unmarked image the bits sign(bias). It must not decide any bit.
+    extractor = HiddenExtractor(num_bits=16, channels=4, scale_candidates=0).eval()
+    with torch.no_grad():
+        extractor.linear.bias.copy_(torch.linspace(-40, 40, 16))
+    images = torch.rand(40, 3, 32, 32, generator=torch.Generator().manual_seed(3))
+    pattern = extractor.linear.bias > 0
+    with torch.no_grad():
+        for bits in (extractor(images) > 0, extractor(images, phase=0) > 0):
+            agreement = (bits == pattern).float().mean()
+            assert 0.35 < float(agreement) < 0.65
+            assert 0.2 < float(bits.float().mean(0).min()) and float(bits.float().mean(0).max()) < 0.8
+
+
+def test_a_flat_image_reads_as_coins_not_as_one_fixed_message(hidden_dir):
+    # Nothing to read: the edges' zero padding and a fitted offset each used to give every flat
+    # image the same bits, a message some key would match on all of them.
+    wm = wmkit.create("hidden", extractor=str(hidden_dir), calibration=None)
+    flats = [torch.full((3, 64, 96), value) for value in (0.0, 0.25, 0.5, 0.75, 1.0)]
+    assert float(wm.logits(flats).abs().max()) == 0.0
+    bits = wm.extract(flats)
+    assert (wm.extract(flats) == bits).all()  # the same coins on a second reading
+    assert len({tuple(row) for row in bits}) == len(flats)
+    assert 0.3 < bits.mean() < 0.7
 
 
 def test_period_candidates_find_a_rescaled_tile():

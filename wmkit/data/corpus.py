@@ -367,13 +367,16 @@ def check_corpus(folder: str | os.PathLike, *, digests: bool = True) -> list[str
     return problems
 
 
-def corpus_paths(folder: str | os.PathLike, split: str = "train", kind: Optional[str] = None) -> list[Path]:
-    """The image files of one split (and kind), in manifest order."""
+def corpus_paths(folder: str | os.PathLike, split: str = "train", kind: Optional[str] = None, *,
+                 bundled: bool = True) -> list[Path]:
+    """The image files of one split (and kind), in manifest order; ``bundled=False`` leaves out
+    the bundled calibration photos the build adds (for checks of what was fitted on them)."""
     if split not in SPLITS + ("all",):
         raise ConfigError(f"unknown split '{split}' (train, validation or all)")
     folder = Path(folder)
     return [folder / e.file for e in load_manifest(folder)
-            if (split == "all" or e.split == split) and (kind is None or e.kind == kind)]
+            if (split == "all" or e.split == split) and (kind is None or e.kind == kind)
+            and (bundled or not e.source.startswith("bundled:"))]
 
 
 PHOTOGRAPHS.update({

@@ -38,7 +38,8 @@ def _shrink(image: torch.Tensor, max_side: int) -> torch.Tensor:
 
 
 def load_sources(corpus: Optional[str | os.PathLike] = None, images_dir: Optional[str | os.PathLike] = None, *,
-                 split: str = "train", group: str = "calibration", max_side: int = MAX_SIDE) -> list[torch.Tensor]:
+                 split: str = "train", group: str = "calibration", max_side: int = MAX_SIDE,
+                 bundled: bool = True) -> list[torch.Tensor]:
     """The photos crops are cut from, as uint8 tensors (3, H, W): a corpus's split, a packed set,
     every image under ``images_dir``, or a bundled photo group."""
     from ..imageio import iter_image_paths, load_image
@@ -50,7 +51,7 @@ def load_sources(corpus: Optional[str | os.PathLike] = None, images_dir: Optiona
         else:
             from .corpus import corpus_paths
 
-            paths = corpus_paths(folder, split)
+            paths = corpus_paths(folder, split, bundled=bundled)
     elif images_dir is not None:
         paths = list(iter_image_paths([images_dir]))
     else:

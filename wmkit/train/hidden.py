@@ -164,15 +164,16 @@ def train(*, out: Path, minutes: Optional[float], steps: Optional[int] = None, n
             clean = training_images(number, crop_size, seed + 1, images_dir, corpus=corpus, procedural_share=procedural_share)
             logits += [extractor(clean[i:i + 50].to(dev)).cpu() for i in range(0, len(clean), 50)]
     encoder.cpu(), whitened.cpu()
-    whitened.fit_whitening(torch.cat(logits))
+    whitened.fit_whitening(torch.cat(logits), centre=False)  # phase deviations: centred by construction
     recent = log[-log_every:] or log
     provenance = {
         "steps": step, "seconds": round(time.perf_counter() - start), "batch": batch, "crop_size": size,
         "num_bits": num_bits, "train_crops": count, "image_weight": image_weight, "residual_scale": RESIDUAL_SCALE,
         "final_bit_accuracy_attacked": round(sum(r[1] for r in recent) / len(recent), 4) if recent else None,
         "final_residual_psnr_db": round(sum(r[2] for r in recent) / len(recent), 2) if recent else None,
-        "whitening": "ZCA on raw logits of clean crops (calibration group, seed+1), "
-                     + ", ".join(f"{n} at {side} px" for side, n in whitening_crops) + ", read as in use (best phase and scale)",
+        "whitening": "ZCA on the readings of clean crops (calibration group, seed+1), "
+                     + ", ".join(f"{n} at {side} px" for side, n in whitening_crops)
+                     + ", read as in use (best phase and scale, less the average over phases)",
         "data": data_provenance(corpus, images_dir, procedural_share),
         "recipe": "python -m wmkit.train.hidden " + " ".join(sys.argv[1:]), "torch": torch.__version__,
         "device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu",
