@@ -234,7 +234,7 @@ class HiddenExtractor(nn.Module):
         exact ties that ``ExtractorBits`` breaks by a coin."""
         deviations = readings - readings.mean(0)
         energy = deviations.pow(2).sum(-1)
-        if float(energy.max()) <= FLAT_READING * float(readings.pow(2).sum(-1).max()):
+        if float(energy.detach().max()) <= FLAT_READING * float(readings.detach().pow(2).sum(-1).max()):
             return torch.zeros_like(deviations[0])
         return deviations[energy.argmax()]
 
