@@ -1,8 +1,9 @@
-"""Peers on offline photos: false positives within the binomial bound, marks detected,
-and (issue 9) p-values that hold for a *fixed* key, adversarial ones included.
+"""Bit-based schemes on offline photos: false positives within the binomial bound, marks
+detected, and (issues 9 and 24) p-values that hold for a *fixed* key, adversarial ones
+included, on photos outside the group the calibration was fitted on.
 
-All photos here come from the evaluation group; shipped calibrations were fitted
-on the disjoint calibration group."""
+All photos here come from the bundled evaluation group, which the corpus that the shipped
+calibrations were fitted on leaves out (wmkit.data.corpus excludes them by content)."""
 import numpy as np
 import pytest
 import torch
@@ -36,7 +37,12 @@ def test_random_keys_false_positives_and_detection(method, eval_photos_256):
     assert np.mean([r.detected(0.01) for r in marked]) >= MIN_DETECTION[method]
 
 
-CONDITIONS = ["none", "jpeg:75", "resize:0.5", "brightness:1.5"]
+# clean, the attacks the calibration was fitted with, and three it was not
+CONDITIONS = ["none", "jpeg:50", "jpeg:80", "resize:0.75", "brightness:1.3", "gaussian_blur:1", "center_crop:0.75",
+              "jpeg:75", "resize:0.5", "brightness:1.5"]
+# hidden and stable_signature read with the same extractor (decoded once, 4 minutes here)
+CALIBRATED = PEERS + [pytest.param(m, marks=pytest.mark.slow) for m in ("hidden", "stable_signature")]
+_DECODES: dict = {}
 
 
 @pytest.fixture(scope="module")
@@ -45,6 +51,13 @@ def eval_photos_512():
 
 
 def _decodes(wm, images):
+    reader = ("extractor", wm.extractor_digest()) if hasattr(wm, "extractor_digest") else wm.name
+    if reader not in _DECODES:
+        _DECODES[reader] = _decode_conditions(wm, images)
+    return _DECODES[reader]
+
+
+def _decode_conditions(wm, images):
     generator = torch.Generator().manual_seed(0)
     out = {}
     for spec in CONDITIONS:
@@ -53,24 +66,33 @@ def _decodes(wm, images):
     return out
 
 
-@pytest.mark.parametrize("method", PEERS)
+@pytest.mark.parametrize("method", CALIBRATED)
 def test_fixed_keys_calibrated_false_positive_rate(method, eval_photos_512):
+    """The cross-group check: a calibration fitted on the corpus, tested on other photos with
+    fixed and adversarial payloads, clean and attacked."""
     wm = wmkit.create(method)
+    assert wm.null_model is not None, f"{method} ships with a calibration"
     decodes = _decodes(wm, eval_photos_512)
     n = wm.num_bits
-    majority = (decodes["none"].mean(axis=0) > 0.5).astype(np.uint8)  # the decoder's favourite message
+    # The decoder's favourite message, taken from the *other* half of the photos (crop i is of
+    # photo i mod 10): a majority over the very photos tested is chosen by looking at them,
+    # and with ten photos each one sways about half its bits (~36 of 48 matches for fair bits).
+    halves = [np.arange(len(eval_photos_512)) % 2 == parity for parity in (0, 1)]
+    majority = [(decodes["none"][~half].mean(axis=0) > 0.5).astype(np.uint8) for half in halves]
     rng = np.random.default_rng(0)
-    keys = {
-        "zeros": np.zeros(n, np.uint8), "ones": np.ones(n, np.uint8),
-        "majority": majority, "anti-majority": 1 - majority,
+    fixed = {
+        "zeros": np.zeros(n, np.uint8), "ones": np.ones(n, np.uint8), "alternating": np.arange(n, dtype=np.uint8) % 2,
         "random-1": rng.integers(0, 2, n).astype(np.uint8), "random-2": rng.integers(0, 2, n).astype(np.uint8),
     }
+    keys = {name: [message, message] for name, message in fixed.items()}
+    keys.update({"majority": majority, "anti-majority": [1 - m for m in majority]})
     pooled = {1e-2: [], 1e-3: []}
     fair_worst = 0.0
-    for name, message in keys.items():
-        key = generate_key(method, seed=1).with_message(message)
+    for name, messages in keys.items():
         for spec, bits in decodes.items():
-            results = wm.results_from_bits(bits, wm.message(key))
+            results = []
+            for half, message in zip(halves, messages):
+                results += wm.results_from_bits(bits[half], wm.message(generate_key(method, seed=1).with_message(message)))
             p = np.array([r.p_value for r in results])
             fair = np.array([r.p_value_analytic for r in results])
             fair_worst = max(fair_worst, np.mean(fair < 1e-3))

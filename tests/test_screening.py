@@ -38,3 +38,23 @@ def test_cli_keygen_screens(tmp_path, capsys):
     wm = wmkit.create("dwtdct")
     bits = np.array([int(c) for c in message]) if message else generate_key("dwtdct", seed=3).bits(32)
     assert wm.null_model.expected_matches(bits) <= screening_limit(32)
+
+
+@pytest.mark.parametrize("method", ["hidden", "stable_signature"])
+def test_extractor_keys_are_screened_against_their_shipped_calibration(method):
+    """The project's own extractor ships a calibration too, so its keys are screened: the
+    message the fitted null leans towards most is judged by its expected clean matches."""
+    wm = wmkit.create(method)
+    null = wm.null_model
+    assert null is not None, f"{method} ships with a calibration"
+    n = wm.num_bits
+    one_rates = (1 / (1 + np.exp(-(null.intercepts[None] + null.loadings[None] * null.theta_means[:, None])))).mean(0)
+    favourite = generate_key(method, seed=1, message=(one_rates > 0.5).astype(int).tolist())
+    expected = null.expected_matches(np.array(favourite.message))
+    assert expected > n / 2
+    if expected > screening_limit(n):
+        with pytest.raises(ConfigError, match="weak message"):
+            screen_key(wm, favourite, explicit_message=True)
+    else:
+        assert screen_key(wm, favourite, explicit_message=True) == (favourite, "")
+    assert "not screened" not in screen_key(wm, generate_key(method, seed=2), explicit_message=False)[1]

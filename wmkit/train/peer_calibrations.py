@@ -3,10 +3,12 @@
     python -m wmkit.train.peer_calibrations [--methods dwtdct dwtdctsvd rivagan hidden stable_signature]
                                             [--corpus DIR] [--overwrite]
 
-Data: crops of the offline photos in the *calibration* group of wmkit.data, or with
-``--corpus DIR`` of the training corpus's train split (photographs and artwork from many
-sources: a null fitted on ten photos does not hold on photos unlike them), at 256 and 512
-pixels, each clean and through the `calibration` attack suite. The evaluation group is never
+Data: with ``--corpus DIR`` (how the shipped calibrations are made) crops of the training
+corpus's train split, photographs and artwork from many sources; without it, crops of the ten
+offline photos in the *calibration* group of wmkit.data, which is quick but narrow: a null
+fitted on ten photos does not hold on photos unlike them (docs/statistics.md, the
+leave-one-group-out check). Crops at 256 and 512 pixels, each clean and through the
+`calibration` attack suite. The evaluation group is never
 used: the tests and benchmarks check the calibrations on it. For ``stable_signature`` the
 crops are also read after a round trip through the pipeline's original VAE decoder, which
 is what an unmarked generation looks like. Extractor-based calibrations record the
@@ -62,7 +64,7 @@ def fit(method: str, images: list, *, source: str, overwrite: bool):
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--methods", nargs="+", default=METHODS[:3], choices=METHODS)
+    parser.add_argument("--methods", nargs="+", default=METHODS, choices=METHODS)
     parser.add_argument("--corpus", default=None, help="fit on a corpus's train split (python -m wmkit.data corpus build)")
     parser.add_argument("--overwrite", action="store_true")
     args = parser.parse_args()
