@@ -20,11 +20,16 @@ def test_weak_explicit_message_is_refused_unless_forced():
     assert kept.message == zeros.message and "warning" in report
 
 
-def test_weak_derived_message_is_redrawn_and_stored():
+def test_weak_derived_message_is_redrawn_and_stored(monkeypatch):
+    # Few random messages are weak under the real limit (DwtDct's corpus calibration reads 37%
+    # ones), so a stricter limit, the median over 40 keys, stands in for it: half the draws fail.
+    from wmkit import screening
+
     wm = wmkit.create("dwtdct")
-    limit = screening_limit(32)
-    weak_seed = next(s for s in range(500)
-                     if wm.null_model.expected_matches(generate_key("dwtdct", seed=s).bits(32)) > limit)
+    expected = [wm.null_model.expected_matches(generate_key("dwtdct", seed=s).bits(32)) for s in range(40)]
+    limit = float(np.median(expected))
+    monkeypatch.setattr(screening, "screening_limit", lambda num_bits: limit)
+    weak_seed = next(s for s in range(40) if expected[s] > limit)
     key, report = screen_key(wm, generate_key("dwtdct", seed=weak_seed), explicit_message=False)
     assert key.message is not None and "redrew" in report
     assert wm.null_model.expected_matches(np.array(key.message)) <= limit  # the guarantee
