@@ -30,6 +30,7 @@ from wmkit.attacks import parse_attack
 from wmkit.calibrate import calibrate_images
 from wmkit.eval.metrics import binomial_upper_bound
 from wmkit.keys import generate_key
+from wmkit.watermarkers.base import reported_log_p_values
 
 CONDITIONS = ["none", "jpeg:75", "resize:0.5", "brightness:1.5"]
 ALPHAS = [1e-2, 1e-3, 1e-6]
@@ -157,7 +158,7 @@ def power(wm, method: str, images: list, messages: list, before=None) -> None:
             fair += [r.p_value_analytic for r in results]
             if old is not None:
                 matches = (bits == wm.message(key)[None]).sum(1)
-                p_old += list(np.maximum(np.exp(old.log_p_value(wm.message(key), matches)), fair[-len(results):]))
+                p_old += list(np.exp(reported_log_p_values(old, wm.message(key), matches, wm.num_bits)[0]))
         columns = [p, fair] + ([p_old if old is not None else fair] if before else [])
         print(f"  {spec:<16}" + "   ".join(f"{np.mean(np.array(c) < 1e-3):.3f} / {np.mean(np.array(c) < 1e-6):.3f}" for c in columns))
 

@@ -20,7 +20,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from scipy import stats as sps
 
 import wmkit
 from wmkit.attacks import SUITES, parse_attack
@@ -28,6 +27,7 @@ from wmkit.calibration import fit_bit_null
 from wmkit.data.sampler import MAX_SIDE, _shrink, training_crops
 from wmkit.eval.metrics import binomial_upper_bound
 from wmkit.imageio import load_image
+from wmkit.watermarkers.base import reported_log_p_values
 
 FIT = ["none"] + SUITES["calibration"]
 TEST = ["none", "jpeg:75", "resize:0.5", "brightness:1.5"]
@@ -84,11 +84,6 @@ def fixed_keys(n: int, clean: np.ndarray) -> dict:
     return keys
 
 
-def reported_log_p(null, message, matches, n):
-    """What verify reports: max of the calibrated and the fair-coin p-value."""
-    return np.maximum(null.log_p_value(message, matches), sps.binom.logsf(matches - 1, n, 0.5))
-
-
 def summarise(label: str, log_p: dict, keys: dict) -> None:
     print(f"  {label}")
     for spec, per_key in log_p.items():
@@ -127,11 +122,11 @@ def main() -> None:
             for name, message in keys.items():
                 for spec in TEST:
                     matches = (decodes[spec][~fit_rows] == message).sum(1)
-                    held_out[spec][name][~fit_rows] = reported_log_p(null, message, matches, n)
+                    held_out[spec][name][~fit_rows] = reported_log_p_values(null, message, matches, n)[0]
         summarise("fitted on the other groups (leave one group out):", held_out, keys)
         shipped = wmkit.create(method).null_model
         if shipped is not None:
-            as_is = {spec: {k: reported_log_p(shipped, m, (decodes[spec] == m).sum(1), n) for k, m in keys.items()}
+            as_is = {spec: {k: reported_log_p_values(shipped, m, (decodes[spec] == m).sum(1), n)[0] for k, m in keys.items()}
                      for spec in TEST}
             summarise(f"the shipped calibration ({shipped.info.get('source', '?')[:60]}...):", as_is, keys)
 
