@@ -382,6 +382,15 @@ def test_a_shipped_calibration_fitted_on_another_extractor_is_refused(hidden_dir
                 fresh.null_model
 
 
+def test_the_shipped_hidden_calibration_serves_every_embedding_strength():
+    """The calibration models the reading; the embedding strength does not change it."""
+    default, stronger = wmkit.create("hidden"), wmkit.create("hidden", psnr=32.0)
+    assert default.null_model is not None and stronger.null_model is not None
+    assert stronger.config() == default.config()
+    message = np.zeros(default.num_bits, np.uint8)
+    assert np.allclose(stronger.null_model.log_null_pmf(message), default.null_model.log_null_pmf(message))
+
+
 def test_damaged_decoder_cache_names_the_file_and_concurrent_first_uses_fine_tune_once(pipe, hidden_dir, tmp_path, monkeypatch):
     import threading
 

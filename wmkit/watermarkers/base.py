@@ -45,7 +45,8 @@ class Watermarker(ABC):
         return None
 
     def config(self) -> dict[str, Any]:
-        """The options that change what the scheme computes (identify calibrations)."""
+        """The options that change what the detector reads: they identify calibrations, so
+        marking-only options (an embedding strength such as hidden's ``psnr``) stay out."""
         return {}
 
     @property

@@ -142,9 +142,6 @@ class Hidden(ExtractorBits):
         super().__init__(extractor=extractor, calibration=calibration)
         self.psnr = float(psnr)
 
-    def config(self) -> dict[str, Any]:
-        return {**super().config(), "psnr": self.psnr}
-
     @torch.no_grad()
     def _embed_bits(self, images: list[torch.Tensor], bits: np.ndarray) -> list[torch.Tensor]:
         encoder = self._load()[1]
