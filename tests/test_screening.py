@@ -54,12 +54,19 @@ def test_extractor_keys_are_screened_against_their_shipped_calibration(method):
     assert null is not None, f"{method} ships with a calibration"
     n = wm.num_bits
     one_rates = (1 / (1 + np.exp(-(null.intercepts[None] + null.loadings[None] * null.theta_means[:, None])))).mean(0)
-    favourite = generate_key(method, seed=1, message=(one_rates > 0.5).astype(int).tolist())
-    expected = null.expected_matches(np.array(favourite.message))
+    favourite_bits = (one_rates > 0.5).astype(np.uint8)
+    expected = null.expected_matches(favourite_bits)
     assert expected > n / 2
+    # a payload is written masked (ExtractorBits.message), so the favourite payload is harmless...
+    as_payload = generate_key(method, seed=1, message=favourite_bits.tolist())
+    assert null.expected_matches(wm.message(as_payload)) < expected
+    # ...and screening judges the written bits: a payload that happens to be written as the favourite
+    key = generate_key(method, seed=1)
+    written_as_favourite = key.with_message((favourite_bits ^ wm._payload_mask(key)).tolist())
+    np.testing.assert_array_equal(wm.message(written_as_favourite), favourite_bits)
     if expected > screening_limit(n):
         with pytest.raises(ConfigError, match="weak message"):
-            screen_key(wm, favourite, explicit_message=True)
+            screen_key(wm, written_as_favourite, explicit_message=True)
     else:
-        assert screen_key(wm, favourite, explicit_message=True) == (favourite, "")
+        assert screen_key(wm, written_as_favourite, explicit_message=True) == (written_as_favourite, "")
     assert "not screened" not in screen_key(wm, generate_key(method, seed=2), explicit_message=False)[1]

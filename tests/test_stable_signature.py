@@ -12,8 +12,10 @@ import torch
 import torch.nn.functional as F
 
 import wmkit
+from wmkit import data
 from wmkit.diffusion import random_pipeline
 from wmkit.errors import ConfigError, WeightsError
+from wmkit.eval.metrics import binomial_upper_bound
 from wmkit.finetune import finetune_decoder
 from wmkit.keys import generate_key, save_key
 from wmkit.models.hidden import (HiddenEncoder, HiddenExtractor, WhitenedExtractor, load_hidden,
@@ -317,6 +319,37 @@ def test_hidden_marks_at_the_requested_psnr(hidden_dir):
     assert all(r.bits is not None and len(r.bits) == BITS for r in results)
     with pytest.raises(ConfigError):
         wmkit.create("hidden", psnr=5)
+
+
+def test_a_given_payload_is_masked_on_the_image_and_shown_unmasked():
+    """A regular payload (all zeros) is written as secret-random bits, so it cannot line up with
+    what the extractor reads from an image with nothing to read; `bits` shows the payload."""
+    wm = wmkit.create("hidden")
+    n = wm.num_bits
+    zeros = [generate_key("hidden", seed=s, message=[0] * n) for s in range(200)]
+    wires = np.array([wm.message(k) for k in zeros])
+    assert abs(wires.mean() - 0.5) < 0.02 and len({w.tobytes() for w in wires}) == len(zeros)
+    derived = generate_key("hidden", seed=1)
+    np.testing.assert_array_equal(wm.message(derived), derived.bits(n))  # derived keys unchanged
+    # an image that reads all zeros (a flat one under JPEG, say) against every all-zeros key
+    p = np.array([wm.results_from_signal(np.zeros((1, n), np.uint8), k)[0].p_value for k in zeros])
+    assert np.mean(p < 1e-2) <= binomial_upper_bound(0.01, len(p), confidence=0.999)
+    # without the mask every one of them would flag it at p = 2^-48
+    assert wm.results_from_bits(np.zeros((1, n), np.uint8), np.zeros(n, np.uint8))[0].p_value < 1e-12
+    payload = np.random.default_rng(4).integers(0, 2, n)
+    key = generate_key("hidden", seed=5, message=payload.tolist())
+    image = data.crops(1, size=256, group="evaluation", seed=2)[0]
+    result = wm.detect(wm.embed([image], key), key)[0]
+    assert result.p_value < 1e-6 and np.mean(np.array(result.bits) == payload) > 0.9
+    assert not np.array_equal(wm.extract(wm.embed([image], key))[0], payload)  # on the image: masked
+
+
+def test_decoders_of_keys_with_given_messages_are_named_by_them(hidden_dir):
+    wm = wmkit.create("stable_signature", extractor=str(hidden_dir))
+    key = generate_key("stable_signature", seed=8)
+    a, b = (key.with_message(m) for m in ([0] * BITS, [1] * BITS))
+    names = {wm.decoder_cache_path(k).name for k in (key, a, b)}
+    assert len(names) == 3 and all(key.fingerprint in name for name in names)
 
 
 def test_cli_keygen_finetune_embed_generate_verify(pipe, hidden_dir, tmp_path, monkeypatch, capsys):

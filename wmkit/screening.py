@@ -38,8 +38,8 @@ def screen_key(wm, key: Key, *, explicit_message: bool, force: bool = False) -> 
     if null is None:
         return key, f"note: no calibration for '{wm.name}', so the key was not screened against clean-image decodes"
     limit = screening_limit(wm.num_bits)
-    message = key.bits(wm.num_bits)
-    expected = null.expected_matches(message)
+    # the written bits are what the decoder's bias acts on (a scheme may mask a given payload)
+    expected = null.expected_matches(wm.message(key))
     if expected <= limit:
         return key, ""
     if explicit_message:
@@ -52,7 +52,7 @@ def screen_key(wm, key: Key, *, explicit_message: bool, force: bool = False) -> 
         raise ConfigError(f"weak message: {why}; choose another or pass --force")
     for attempt in range(1, _MAX_REDRAWS + 1):
         candidate = key.rng(f"message/{attempt}").integers(0, 2, size=wm.num_bits).astype(int)
-        if null.expected_matches(candidate) <= limit:
+        if null.expected_matches(wm.message(key.with_message(candidate))) <= limit:
             return key.with_message(candidate), (
                 f"note: the first derived message was weak (expected {expected:.1f} clean matches); "
                 f"redrew it ({attempt} time(s)) and stored it in the key"

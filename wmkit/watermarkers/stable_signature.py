@@ -117,13 +117,21 @@ class StableSignature(ExtractorBits):
         # metadata records the steps; --overwrite makes a new one)
         tag = f"{self.pipeline_name()}|{self.vae_digest()}|{self.model_name}|{self.extractor_digest()}"
         digest = hashlib.sha256(tag.encode()).hexdigest()[:12]
-        return cache_dir() / f"decoder-{digest}-{key.fingerprint}.safetensors"
+        return cache_dir() / f"decoder-{digest}-{self._key_name(key)}.safetensors"
+
+    def _key_name(self, key: Key) -> str:
+        """The key's fingerprint (its secret), and for a key with a given message the written bits
+        too: two keys with one secret and different messages need different decoders, and decoders
+        fine-tuned before given messages were masked (`ExtractorBits.message`) are not reused."""
+        if key.message is None:
+            return key.fingerprint
+        return f"{key.fingerprint}-m{hashlib.sha256(self.message(key).tobytes()).hexdigest()[:8]}"
 
     def watermarked_decoder(self, key: Key, *, progress: bool = True) -> torch.nn.Module:
         """The key's fine-tuned decoder: from memory, the given file, the cache, or fine-tuned now."""
         self.check_key(key)
-        if key.fingerprint in self._decoders:
-            return self._decoders[key.fingerprint]
+        if self._key_name(key) in self._decoders:
+            return self._decoders[self._key_name(key)]
         import copy
 
         from safetensors.torch import load_file
@@ -167,7 +175,7 @@ class StableSignature(ExtractorBits):
                                                  "psnr_db": f"{report.psnr_db:.2f}", "steps": str(report.steps)}),
                             overwrite=True)
         decoder.eval().requires_grad_(False)
-        self._decoders[key.fingerprint] = decoder
+        self._decoders[self._key_name(key)] = decoder
         return decoder
 
     def first_use_note(self) -> str:
