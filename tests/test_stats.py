@@ -167,3 +167,28 @@ def test_noncentral_chi2_log_tail_below_float_range():
     tails = stats.log_noncentral_chi2_p_value([0.5, 1.0, 2.0], 200, 400.0)
     assert np.all(np.isfinite(tails)) and tails[0] < tails[1] < tails[2] < np.log(1e-240)
     assert scipy_stats.ncx2.logcdf(0.5, 200, 400.0) == -np.inf  # what the fallback is for
+
+
+@pytest.mark.parametrize("images", [3, 400])  # a few images: Hermite nodes; many: the density grid
+def test_bit_null_matches_simulation_of_its_own_model(images):
+    """BitNullModel's null pmf is what its mixture generates: draw a calibration image, theta
+    around it, bits from the logistic model; strong loadings (7, as DwtDct's) included."""
+    from wmkit.calibration import BitNullModel
+
+    rng = np.random.default_rng(images)
+    n = 24
+    model = BitNullModel("test", {}, rng.normal(0, 1, n), rng.normal(0, 3, n).clip(-7, 7),
+                         rng.normal(0, 1, images), rng.uniform(0.03, 0.2, images))
+    message = rng.integers(0, 2, n).astype(np.uint8)
+    draws = 200_000
+    owner = rng.integers(0, images, draws)
+    theta = model.theta_means[owner] + np.sqrt(model.theta_vars[owner]) * rng.standard_normal(draws)
+    bits = rng.random((draws, n)) < 1 / (1 + np.exp(-(model.intercepts + model.loadings * theta[:, None])))
+    counts = np.bincount((bits == message).sum(1), minlength=n + 1) / draws
+    pmf = np.exp(model.log_null_pmf(message))
+    assert pmf.sum() == pytest.approx(1.0, abs=1e-9)
+    assert np.max(np.abs(pmf - counts)) < 0.005
+    tail = np.exp(model.log_p_value(message, np.arange(n + 1)))
+    simulated = counts[::-1].cumsum()[::-1]
+    well_sampled = simulated * draws > 400
+    np.testing.assert_allclose(tail[well_sampled], simulated[well_sampled], rtol=0.15)
