@@ -155,6 +155,37 @@ def test_extractor_reads_a_tiled_mark_the_same_after_shifts_crops_and_rescaling(
         extractor(torch.rand(1, 3, 6, 6))
 
 
+def test_the_window_prescreen_skips_rescalings_and_changes_no_reading(monkeypatch):
+    """Rescaled readings are judged first on a small window (HiddenExtractor._may_win): the
+    readings are those of the full search, marked or not, while unmarked images skip most of
+    the rescaled readings (where the time goes)."""
+    torch.manual_seed(1)
+    extractor = HiddenExtractor(BITS, channels=8, layers=2).eval()
+    host = F.avg_pool2d(torch.rand(1, 3, 324, 324, generator=torch.Generator().manual_seed(3)), 5, 1)
+    marked = 0.8 * host + 0.2 * tiled(320, amplitude=0.3)
+    full_readings = []
+    original = HiddenExtractor.phase_logits
+
+    def counting(self, images):
+        full_readings.append(images.shape[-1])
+        return original(self, images)
+
+    monkeypatch.setattr(HiddenExtractor, "phase_logits", counting)
+    with torch.no_grad():
+        for image in (marked, host):
+            for factor in (1.0, 1.3, 0.7):
+                scaled = F.interpolate(image, scale_factor=factor, mode="bilinear", align_corners=False, antialias=factor < 1)
+                monkeypatch.setattr(HiddenExtractor, "PRESCREEN_SHARE", 1e9)  # the window is the whole image: no pre-screen
+                full_readings.clear()
+                without = extractor(scaled)
+                searched = len(full_readings)
+                monkeypatch.setattr(HiddenExtractor, "PRESCREEN_SHARE", 0.125)
+                full_readings.clear()
+                assert torch.equal(extractor(scaled), without), factor
+                if image is host:
+                    assert len(full_readings) < searched, (factor, full_readings)
+
+
 def test_training_recipe_runs_a_few_steps_and_goes_on_from_its_output(tmp_path):
     from wmkit.train.hidden import train
 
