@@ -282,8 +282,8 @@ class HiddenExtractor(nn.Module):
         1 + (F_window - 1) * n_image / n_window. The window is skipped to the full reading only
         where even ``PRESCREEN_SLACK`` times that prediction stays under ``strongest`` (the
         mark is written over the whole image, but the host in the window may hide it more than
-        on average); measured: the same winners on the robustness benchmark, in a fraction of
-        the time (docs/stable_signature.md)."""
+        on average). Measured against the full search on attacked photos, marked and clean:
+        docs/stable_signature.md."""
         height, width = rescaled.shape[-2:]
         side = math.sqrt(self.PRESCREEN_SHARE * pixels)
         win_h, win_w = (min(n, max(4 * self.period, int(side // self.period) * self.period)) for n in (height, width))
