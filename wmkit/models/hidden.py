@@ -294,7 +294,8 @@ class HiddenExtractor(nn.Module):
             return True  # the window would cost about as much as the reading itself
         top = (height - win_h) // (2 * self.period) * self.period
         left = (width - win_w) // (2 * self.period) * self.period
-        coherence = float(self.fold(rescaled[..., top:top + win_h, left:left + win_w])[1][0])
+        with torch.no_grad():  # a decision, not a reading: nothing to differentiate
+            coherence = float(self.fold(rescaled[..., top:top + win_h, left:left + win_w])[1][0])
         return 1 + self.PRESCREEN_SLACK * max(coherence - 1, 0.0) * ratio > strongest
 
 
