@@ -254,3 +254,5 @@ def test_detect_and_identify_run_end_to_end(pipe):
     assert all(r.extra["num_keys"] == 2 for r in ident)
     with pytest.raises(wmkit.ConfigError, match="generation time"):
         tr.embed(images, keys[0])
+    with pytest.raises(wmkit.InputError, match="one size per call"):  # not a torch.cat traceback
+        tr.detect([images[0], torch.rand(3, 128, 128)], keys[0])

@@ -13,7 +13,7 @@ from typing import Any, ClassVar, Optional
 import numpy as np
 import torch
 
-from ..errors import ConfigError
+from ..errors import ConfigError, InputError
 from ..imageio import as_image_list
 from ..keys import Key
 from .base import ScoreWatermarker
@@ -156,7 +156,12 @@ class InitialNoiseWatermarker(ScoreWatermarker):
     def extract(self, images) -> torch.Tensor:
         """DDIM-inverted initial latents (B, C, h, w) of the images."""
         image_list, _ = as_image_list(images)
-        return torch.cat([self._invert(self._sized(img)[None]) for img in image_list])
+        sized = [self._sized(img) for img in image_list]
+        if len({tuple(img.shape[-2:]) for img in sized}) > 1:
+            # their latents differ in size and the detectors work on one batch of latents
+            raise InputError(f"'{self.name}' reads images of one size per call; got "
+                             f"{sorted({'x'.join(map(str, img.shape[-2:])) for img in sized})}: detect them in separate calls")
+        return torch.cat([self._invert(img[None]) for img in sized])
 
     def _sized(self, image: torch.Tensor) -> torch.Tensor:
         """The image as it is inverted: at the pipeline's default size for schemes that read
