@@ -119,7 +119,7 @@ class ExtractorBits(BitWatermarker):
         a message that was given (by the user, or stored by keygen's screening) is XORed with a
         mask drawn from the secret, so that over keys the written bits are uniformly random
         whatever the payload. Extractors read near-constant patterns from images with little
-        to read (a flat crop, JPEG's block edges on a smooth one: all zeros, mostly); without the
+        to read (a flat crop; a smooth one after JPEG: mostly zeros); without the
         mask a regular payload such as all zeros lines up with them, and unmarked images test
         positive for that key on photo kinds no calibration saw (issue 24)."""
         bits = super().message(key)
