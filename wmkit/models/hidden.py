@@ -271,7 +271,6 @@ class HiddenExtractor(nn.Module):
                 chosen, strongest = self._best_phase(logits[0]), score
         return chosen
 
-
     def _may_win(self, rescaled: torch.Tensor, strongest: float, pixels: int) -> bool:
         """Whether a rescaled reading can beat ``strongest``, judged first on a central window
         of at most ``PRESCREEN_SHARE`` of the image's pixels (most of the reading's cost is the

@@ -130,8 +130,9 @@ class StableSignature(ExtractorBits):
     def watermarked_decoder(self, key: Key, *, progress: bool = True) -> torch.nn.Module:
         """The key's fine-tuned decoder: from memory, the given file, the cache, or fine-tuned now."""
         self.check_key(key)
-        if self._key_name(key) in self._decoders:
-            return self._decoders[self._key_name(key)]
+        name = self._key_name(key)
+        if name in self._decoders:
+            return self._decoders[name]
         import copy
 
         from safetensors.torch import load_file
@@ -175,7 +176,7 @@ class StableSignature(ExtractorBits):
                                                  "psnr_db": f"{report.psnr_db:.2f}", "steps": str(report.steps)}),
                             overwrite=True)
         decoder.eval().requires_grad_(False)
-        self._decoders[self._key_name(key)] = decoder
+        self._decoders[name] = decoder
         return decoder
 
     def first_use_note(self) -> str:
