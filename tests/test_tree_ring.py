@@ -256,3 +256,29 @@ def test_detect_and_identify_run_end_to_end(pipe):
         tr.embed(images, keys[0])
     with pytest.raises(wmkit.InputError, match="one size per call"):  # not a torch.cat traceback
         tr.detect([images[0], torch.rand(3, 128, 128)], keys[0])
+
+
+def test_angle_scan_finds_the_peak_coarse_to_fine_and_gives_up_on_nothing():
+    from wmkit.watermarkers.initial_noise import scan_angles
+
+    for centre in (-12.0, 5.0, 20.0):
+        for peak in np.arange(centre - 4, centre + 5):
+            calls = []
+
+            def score(a):
+                calls.append(a)
+                return 8.0 - abs(a - peak) * 1.5  # a mark peaking at `peak`, falling off both ways
+
+            best, scores = scan_angles(centre, score)
+            assert best == peak, (centre, peak, scores)
+            assert len(calls) <= 5 and len(set(calls)) == len(calls)
+            assert set(scores) == set(calls)
+    # the identity is never a candidate; a centre next to it reads its neighbours
+    best, scores = scan_angles(1.0, lambda a: -abs(a), window=1.0)
+    assert 0.0 not in scores and best in (1.0, 2.0) and set(scores) == {1.0, 2.0}
+    best, scores = scan_angles(0.0, lambda a: a, window=1.0)
+    assert set(scores) == {-1.0, 1.0} and best == 1.0
+    # nothing reaches the give-up level: only the first readings are made
+    calls = []
+    scan_angles(10.0, lambda a: calls.append(a) or 1.0, give_up_below=2.5)
+    assert sorted(calls) == [7.0, 10.0, 13.0]

@@ -43,7 +43,7 @@ from ..keys import Key
 from ..registry import register_watermarker
 from ..types import DetectionResult
 from .initial_noise import (SEARCH_FINE_ANGLES, SEARCH_SCAN_STEPS, InitialNoiseWatermarker, _inside,
-                            _search_candidates, _undo)
+                            _search_candidates, _undo, scan_angles)
 
 MAX_NONCE_BITS = 20  # 2^20 streams of a 64 x 64 x 4 latent are 2 GiB: the search must stay in memory
 
@@ -266,9 +266,8 @@ class GaussianShading(InitialNoiseWatermarker):
                 undone = [(_undo(latents[i:i + 1], a, 1.0) * _inside(height, width, a, 1.0)).reshape(1, -1)
                           for a, _ in near]
                 angle = self._locate(undone, near, patterns)[1][0][0]
-                window = [a for a in SEARCH_FINE_ANGLES if abs(a - angle) <= self.SCAN_WINDOW and a != 0.0]
-                scanned = {a: read(image, a, 1.0, steps=SEARCH_SCAN_STEPS)[1] for a in window}
-                angle = min(scanned, key=scanned.get)
+                angle = scan_angles(angle, lambda a: -read(image, a, 1.0, steps=SEARCH_SCAN_STEPS)[1],
+                                    window=self.SCAN_WINDOW)[0]
             stage_two[i] = [read(image, angle, zoom)[0]]
         return self._results(*self._scored(latents, key, stage_two, prepared), key)
 

@@ -43,6 +43,7 @@ SEARCH_FINE_ANGLES = tuple(float(a) for a in range(-30, 31, 1))
 SEARCH_ZOOMS = (1.0, 1.07, 1.155, 1.25, 1.33)
 SEARCH_STAGE_TWO_Z = 2.0  # the best latent-level candidate is re-read from the image above this z
 SEARCH_WINDOW = 4.0  # degrees around the best coarse angle that the image-level stage scans
+SEARCH_SCAN_STRIDE = 3.0  # degrees between the scan's first readings (see scan_angles)
 SEARCH_SCAN_STEPS = 2  # inversion steps of that scan (measured: the same peak as 10 steps, half the cost)
 
 
@@ -76,6 +77,35 @@ def _search_candidates(angles=SEARCH_ANGLES) -> list[tuple[float, float]]:
     """Rotations alone and zooms alone (a rotation with a zoom is not searched: the joint
     grid's false peaks misled the search on rotated images more often than it helped)."""
     return [(a, 1.0) for a in angles if a != 0.0] + [(0.0, z) for z in SEARCH_ZOOMS if z != 1.0]
+
+
+def scan_angles(centre: float, score, window: float = SEARCH_WINDOW, stride: float = SEARCH_SCAN_STRIDE,
+                give_up_below: float = -np.inf) -> tuple[float, dict[float, float]]:
+    """The angle of the fine grid within ``window`` degrees of ``centre`` that ``score``
+    (angle -> a number, higher is better) rates best, found coarse to fine: the centre and
+    every ``stride`` degrees either side, then 1 degree either side of the best of those.
+    Returns (best angle, every score computed). A mark read after undoing a rotation peaks
+    at the right angle and falls off over a few degrees (measured on 24 rotated generations:
+    the 2-step reading loses about 10% one degree off, 40% three degrees off), so the peak
+    of a window of 9 angles is found with at most 5 readings. The identity (0 degrees) is
+    not a candidate of the search and is never scored. When no first reading reaches
+    ``give_up_below`` the scan stops there (no mark worth refining)."""
+    fine = set(SEARCH_FINE_ANGLES) - {0.0}
+    scores: dict[float, float] = {}
+
+    def read(angles):
+        for a in angles:
+            if a in fine and a not in scores and abs(a - centre) <= window:
+                scores[a] = float(score(a))
+
+    steps = int(window // stride)
+    read([centre + k * stride for k in range(-steps, steps + 1)])
+    if not scores:  # the centre is the identity and the stride leaves the window: its neighbours
+        read([centre - 1.0, centre + 1.0])
+    if scores and max(scores.values()) >= give_up_below:
+        best = max(scores, key=scores.get)
+        read([best - 1.0, best + 1.0])
+    return (max(scores, key=scores.get) if scores else centre), scores
 
 
 class InitialNoiseWatermarker(ScoreWatermarker):
