@@ -168,3 +168,33 @@ def test_keygen_treats_it_as_a_score_scheme(tmp_path, capsys):
     out = capsys.readouterr()
     assert "screened" not in out.out + out.err
     assert wmkit.create("gaussian_shading", pipeline="tiny").null_model is None
+
+
+def test_generations_at_another_size_are_read_at_their_own_size_and_counted_twice():
+    """A 512 px generation of the 256 px tiny pipeline carries a 64 x 64 noise: resized to
+    256 before inversion it read nothing (p = 1.0 measured); it is read at its own size too,
+    and the better of the two readings pays a factor 2. Images at the pipeline's size, or at
+    a size no pipeline generates, are read once, as before. (PRC shares the mechanism.)"""
+    from wmkit.diffusion import load_pipeline
+    from wmkit.watermarkers.prc import PRC
+
+    assert PRC.reads_value_by_value
+    tiny = load_pipeline("tiny")
+    gs = wmkit.create("gaussian_shading", pipeline=tiny, search=False)
+    key = generate_key("gaussian_shading", seed=41)
+    with wmkit.wrap(tiny, gs, key) as marked_pipe:
+        big = marked_pipe("a photo of a cat", num_inference_steps=10, height=512, width=512, output_type="pt",
+                          generator=torch.Generator().manual_seed(3)).images[0].float().clamp(0, 1)
+    plain = tiny("a photo of a cat", num_inference_steps=10, output_type="pt",
+                 generator=torch.Generator().manual_seed(3)).images[0].float().clamp(0, 1)
+    found = gs.detect([plain, big, plain[:, :250, :250]], key)
+    assert found[1].p_value < 1e-6 and found[1].extra["read_at_own_size"] == 1.0
+    assert found[0].p_value > 1e-3 and "read_at_own_size" not in found[0].extra
+    assert "read_at_own_size" not in found[2].extra
+    # each reading alone: the pipeline-size one reads nothing, the reported p is twice the other
+    resized = gs._detect([big], key)[0]
+    gs._at_own_size = True
+    own = gs._detect([big], key)[0]
+    gs._at_own_size = False
+    assert resized.p_value > 1e-3
+    assert found[1].extra["log10_p_value"] == pytest.approx(own.extra["log10_p_value"] + np.log10(2))

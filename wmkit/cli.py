@@ -7,7 +7,6 @@ records are printed and every other file is still processed).
 from __future__ import annotations
 
 import argparse
-import itertools
 import json
 import os
 import sys
@@ -299,124 +298,78 @@ def _calibration_spec(args, key_path: str):
 
 
 def cmd_verify(args) -> int:
+    from .eval.run import process_state
     from .imageio import iter_image_paths
     from .keys import load_key
+    from .verify import Verifier, VerifyLog, VerifySpec, listed_paths, merge_shards, shard_path, verify_records
 
     if not 0.0 < args.alpha < 1.0:
         raise ConfigError(f"--alpha must lie in (0, 1), got {args.alpha}")
-    wm = _create(args.method, **_pipeline_option(args))
+    config = _pipeline_option(args)
+    wm = _create(args.method, **config)
     keys = [load_key(k, method=args.method, num_bits=getattr(wm, "num_bits", None)) for k in args.key]
-    wm.set_calibration(_calibration_spec(args, args.key[0]))
-    wm.null_model  # load now: a bad calibration file is a usage error, not N file errors
+    spec = VerifySpec(method=args.method, config=config, keys=tuple(keys), calibration=_calibration_spec(args, args.key[0]),
+                      alpha=args.alpha, show_bits=args.show_bits, max_pixels=args.max_pixels)
+    verifier = Verifier(spec, wm=wm)  # here too with workers: a bad calibration fails before any process starts
     if not args.inputs and args.files_from is None:
         raise ConfigError("give images or folders to verify, or --files-from LIST")
     if args.files_from not in (None, "-") and not os.path.isfile(args.files_from):
         raise InputError(f"{args.files_from}: no such list file")
+    state = process_state()
+    rank, world = state.process_index, state.num_processes
+    if world > 1 and (args.output is None or args.files_from == "-"):
+        raise ConfigError("a sharded verify (accelerate launch) needs -o RESULTS.jsonl, and --files-from a file "
+                          "(every process reads the list)")
     run = {"method": args.method, "keys": [k.fingerprint for k in keys]}
-    results = VerifyLog(args.output, run) if args.output else None
-    # folders are listed whole (sorted, and the bar gets its total); a list file is read lazily
-    paths = list(iter_image_paths(args.inputs))
-    if args.files_from is not None:
-        paths = itertools.chain(paths, _listed_paths(args.files_from))
-    failures = seen = 0
-    for path in progress(paths, desc="verify", enabled=args.progress):
-        seen += 1
-        if results is not None and str(path) in results.done:
-            continue
-        try:
-            image = _load_image_for(wm, path, args.max_pixels)
-            if len(keys) == 1:
-                record = wm.detect([image], keys[0])[0].to_dict(args.alpha, include_bits=args.show_bits)
-            else:
-                record = wm.identify([image], keys)[0].to_dict(args.alpha, include_bits=args.show_bits)
-            record = {"path": str(path), **record}
-        except WmkitError as exc:
-            failures += 1
-            record = {"path": str(path), "method": args.method, "error": _naming(path, str(exc))}
+    done: set[str] = set()
+    if world > 1:  # this process's share goes to a shard of its own, merged in input order at the end
+        done = VerifyLog.read(args.output, run)[1] if os.path.isfile(args.output) else set()
+        results = VerifyLog(shard_path(args.output, rank), {**run, "shard": [rank, world]})
+    else:
+        results = VerifyLog(args.output, run) if args.output else None
+
+    def inputs():  # folders are listed whole (sorted); a list file is read lazily
+        yield from iter_image_paths(args.inputs)
+        if args.files_from is not None:
+            yield from listed_paths(args.files_from)
+
+    seen = 0
+
+    def to_verify():
+        nonlocal seen
+        for i, path in enumerate(p for p in inputs() if str(p) not in done):
+            seen += 1
+            if i % world == rank and (results is None or str(path) not in results.done):
+                yield path
+
+    total = None if args.files_from is not None or world > 1 else sum(
+        str(p) not in (results.done if results else ()) for p in iter_image_paths(args.inputs))
+    failures = 0
+    records = verify_records(spec, to_verify(), workers=args.workers, verifier=verifier)
+    try:
+        for path, record, error in progress(records, total=total, desc="verify", enabled=args.progress):
             if results is not None:
                 results.append(record)
-            if not args.json:
-                _error_line(path, str(exc))
-                continue
-        if results is not None:
-            results.append(record)
-        if args.json:
-            progress_write(json.dumps(record))
-        else:
-            _print_verify_line(record, args.alpha)
-    if not seen:
-        raise InputError("no input images found")
-    if results is not None:
-        results.close()
-        if results.resumed:
-            progress_write(f"{args.output}: {results.resumed} images were already there (skipped), "
-                           f"{results.appended} added", file=sys.stderr)
-    return EXIT_ERROR if failures else EXIT_OK
-
-
-def _listed_paths(source: str):
-    """Paths from a list file (or '-': standard input), one per line, read lazily; blank lines skipped."""
-    handle = sys.stdin if source == "-" else open(source, encoding="utf-8")
-    try:
-        for line in handle:
-            if line.strip():
-                yield Path(line.rstrip("\n"))
+            if error is not None:
+                failures += 1
+            if args.json:
+                progress_write(json.dumps(record))
+            elif error is not None:
+                _error_line(path, error)
+            else:
+                _print_verify_line(record, args.alpha)
     finally:
-        if handle is not sys.stdin:
-            handle.close()
-
-
-class VerifyLog:
-    """``wmkit verify -o RESULTS.jsonl``: one record per line, appended and flushed as each
-    image is done, so a killed run loses at most the line it was writing; a rerun skips the
-    images already recorded (errors included: delete a line to retry that image) and drops a
-    last line cut short. Its first line records the run (method, key fingerprints): a file
-    of another run is refused rather than mixed."""
-
-    def __init__(self, path: str, run: dict):
-        self.path, self.run = Path(path), {"wmkit_verify": 1, **run}
-        self.done: set[str] = set()
-        self.resumed = self.appended = 0
-        if self.path.is_dir():
-            raise ConfigError(f"{self.path}: is a folder; --output takes a file name (results.jsonl)")
-        complete = self._read_existing() if self.path.exists() else 0
-        self.handle = open(self.path, "r+b" if self.path.exists() else "wb")
-        self.handle.seek(complete)
-        self.handle.truncate()
-        if complete == 0:
-            self._write(self.run)
-
-    def _read_existing(self) -> int:
-        """Byte length of the complete records already in the file; fills ``done``."""
-        data = self.path.read_bytes()
-        end = data.rfind(b"\n") + 1  # a last line without its newline was cut short
-        lines = data[:end].splitlines()
-        if not lines:
-            return 0
-        try:
-            header, records = json.loads(lines[0]), [json.loads(line) for line in lines[1:]]
-        except json.JSONDecodeError:
-            raise ConfigError(f"{self.path}: not a `wmkit verify -o` results file; choose another name") from None
-        if not isinstance(header, dict) or header.get("wmkit_verify") != 1:
-            raise ConfigError(f"{self.path}: not a `wmkit verify -o` results file; choose another name")
-        if header != self.run:
-            raise ConfigError(f"{self.path}: holds results of another run (method {header.get('method')}, keys "
-                              f"{', '.join(header.get('keys', []))}); use another file to keep both")
-        self.done = {r["path"] for r in records}
-        self.resumed = len(self.done)
-        return end
-
-    def _write(self, record: dict) -> None:
-        self.handle.write((json.dumps(record) + "\n").encode())
-        self.handle.flush()
-
-    def append(self, record: dict) -> None:
-        self._write(record)
-        self.appended += 1
-
-    def close(self) -> None:
-        os.fsync(self.handle.fileno())
-        self.handle.close()
+        if results is not None:
+            results.close()
+        state.wait_for_everyone()  # also when this process failed: the others must not wait forever
+    if not seen and not done:
+        raise InputError("no input images found")
+    if results is not None and results.resumed:
+        progress_write(f"{results.path}: {results.resumed} images were already there (skipped), "
+                       f"{results.appended} added", file=sys.stderr)
+    if world > 1 and state.is_main_process:
+        merge_shards(args.output, run, inputs(), world, done)
+    return EXIT_ERROR if failures else EXIT_OK
 
 
 def _print_verify_line(record: dict, alpha: float) -> None:
@@ -574,6 +527,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="append one JSON record per image to this file as it is verified; run again with the same "
                         "file to resume: images already recorded there are skipped")
     p.add_argument("--max-pixels", type=_positive_int, default=DEFAULT_MAX_PIXELS, help="refuse larger images")
+    p.add_argument("--workers", type=_positive_int, default=1,
+                   help="processes that verify images side by side (default 1; the number of cores is the fastest); "
+                        "the output is the same, in the same order")
     _add_progress(p)
     p.add_argument("--alpha", type=float, default=DEFAULT_ALPHA, help=f"significance level of the decision (default {DEFAULT_ALPHA:g})")
     p.add_argument("--json", action="store_true", help="one JSON object per image, one per line")

@@ -38,7 +38,6 @@ import torch
 
 from .. import stats
 from ..errors import ConfigError
-from ..imageio import as_image_list
 from ..keys import Key
 from ..registry import register_watermarker
 from ..types import DetectionResult
@@ -232,7 +231,7 @@ class GaussianShading(InitialNoiseWatermarker):
                      search_zoom=np.array([candidates[j][1] for j in best_j]))
         return corrected, -corrected / np.log(10), extra, winners
 
-    def detect(self, images, key: Key) -> list[DetectionResult]:
+    def _detect(self, images, key: Key) -> list[DetectionResult]:
         """As ``results_from_signal(extract(images))``, plus the image-level stage of the
         geometric search (Tree-Ring's, ``InitialNoiseWatermarker._image_undo``): unless the
         untransformed reading is already decisive, the candidate that ``_locate`` finds is
@@ -240,9 +239,7 @@ class GaussianShading(InitialNoiseWatermarker):
         image inverted again, which reads a rotated or cropped mark far better (measured on 3
         generations rotated by 15 degrees: agreement 0.54 to 0.57 latent-level, 0.64 to 0.68
         image-level). The p-value's family is the same either way."""
-        self.check_key(key)
-        image_list, _ = as_image_list(images)
-        latents = self.extract(image_list)
+        latents = self.extract(images)
         if not self.search:
             return self._results(*self._scored(latents, key), key)
         prepared = self._prepare(latents)
@@ -257,7 +254,7 @@ class GaussianShading(InitialNoiseWatermarker):
             return reading, float(self._log_p(self._best_nonce(reading, patterns)[0], reading[2])[0])
 
         stage_two: dict[int, list[tuple]] = {}
-        for i, image in enumerate(image_list):
+        for i, image in enumerate(images):
             if identity[i] < np.log(self.STAGE_TWO_SKIP_P) or located_z[i] < self.STAGE_TWO_Z:
                 continue
             angle, zoom = located[i]
@@ -274,15 +271,13 @@ class GaussianShading(InitialNoiseWatermarker):
     def results_from_signal(self, latents: torch.Tensor, key: Key) -> list[DetectionResult]:
         return self._results(*self._scored(latents, key), key)
 
-    def identify(self, images, keys: list[Key], *, correction: str = "sidak") -> list[DetectionResult]:
+    def _identify(self, images, keys: list[Key], *, correction: str = "sidak") -> list[DetectionResult]:
         """The best of K keys, corrected for K looks. The inversion is shared by all keys and
         only the untransformed reading is tested (about 2 ms per key and image; the geometric
         search would cost 25 times that per key): a rotated or cropped image is identified by
         ``detect`` against each key instead."""
         from .base import _best_of
 
-        for key in keys:
-            self.check_key(key)
         latents = self.extract(images)
         prepared = self._prepare(latents, search=False)
         per_key = [self._results(*self._scored(latents, key, prepared=prepared), key) for key in keys]

@@ -16,6 +16,7 @@ import torch
 from ..errors import ConfigError, InputError
 from ..imageio import as_image_list
 from ..keys import Key
+from ..types import DetectionResult
 from .base import ScoreWatermarker
 
 
@@ -108,14 +109,30 @@ def scan_angles(centre: float, score, window: float = SEARCH_WINDOW, stride: flo
     return (max(scores, key=scores.get) if scores else centre), scores
 
 
+def _better_of_two(at_pipeline: DetectionResult, at_own: DetectionResult) -> DetectionResult:
+    """The reading with the smaller p-value, its p-values doubled for the two looks."""
+    from dataclasses import replace
+
+    own_won = at_own.extra["log10_p_value"] < at_pipeline.extra["log10_p_value"]
+    winner = at_own if own_won else at_pipeline
+    log10_p = min(0.0, winner.extra["log10_p_value"] + float(np.log10(2.0)))
+    return replace(winner, p_value=10.0 ** log10_p, p_value_analytic=min(1.0, 2.0 * winner.p_value_analytic),
+                   extra=dict(winner.extra, log10_p_value=log10_p, read_at_own_size=float(own_won)))
+
+
 class InitialNoiseWatermarker(ScoreWatermarker):
     """A key written into the initial noise of a diffusion pipeline, read back by DDIM inversion."""
 
     generation_time: ClassVar[bool] = True
     can_embed: ClassVar[bool] = False  # the mark is in the initial noise: nothing to add to a given image
     #: schemes that read each latent value where it was written (Gaussian Shading, PRC) need the
-    #: latent grid the mark was written on: images of another size are resized to the pipeline's
+    #: latent grid the mark was written on: images of another size are read resized to the
+    #: pipeline's size (a resized generation) and, where ``_own_size_readable``, at their own
+    #: size too (a generation at another size), the better reading counted twice (Bonferroni)
     reads_value_by_value: ClassVar[bool] = False
+    #: the own-size reading of a value-by-value scheme is tried up to this many times the
+    #: pipeline's side: a generation is rarely larger, and a large photo would cost minutes
+    OWN_SIZE_LIMIT: ClassVar[float] = 2.0
 
     def __init__(self, *, pipeline: Any = "tiny", inversion_steps: int = 10, calibration: Any = "auto"):
         if not isinstance(inversion_steps, int) or isinstance(inversion_steps, bool) or inversion_steps < 1:
@@ -123,6 +140,7 @@ class InitialNoiseWatermarker(ScoreWatermarker):
         self.inversion_steps = inversion_steps
         self._pipeline_spec = pipeline
         self._pipe = None
+        self._at_own_size = False  # see _sized and _at_each_size
         self._calibration_spec = calibration
 
     @property
@@ -193,13 +211,68 @@ class InitialNoiseWatermarker(ScoreWatermarker):
                              f"{sorted({'x'.join(map(str, img.shape[-2:])) for img in sized})}: detect them in separate calls")
         return torch.cat([self._invert(img[None]) for img in sized])
 
+    # -- detection at each readable size ----------------------------------------------------
+    def detect(self, images, key: Key) -> list[DetectionResult]:
+        self.check_key(key)
+        return self._at_each_size(images, lambda batch: self._detect(batch, key))
+
+    def identify(self, images, keys: list[Key], *, correction: str = "sidak") -> list[DetectionResult]:
+        for key in keys:
+            self.check_key(key)
+        return self._at_each_size(images, lambda batch: self._identify(batch, keys, correction=correction))
+
+    def _detect(self, images: list[torch.Tensor], key: Key) -> list[DetectionResult]:
+        """``detect`` of images read at one size (the schemes with a search override it)."""
+        return self.results_from_signal(self.extract(images), key)
+
+    def _identify(self, images: list[torch.Tensor], keys: list[Key], *, correction: str) -> list[DetectionResult]:
+        return super().identify(images, keys, correction=correction)
+
+    def _pipeline_side(self) -> int:
+        side = int(getattr(self.pipe, "default_sample_size", None) or self.pipe.unet.config.sample_size)
+        return side * int(getattr(self.pipe, "vae_scale_factor", 8))
+
+    def _own_size_readable(self, image: torch.Tensor) -> bool:
+        """Whether a value-by-value scheme also reads this image at its own size: not the
+        pipeline's size, a size a pipeline generates (sides in steps of 8 latent cells) and
+        no larger than ``OWN_SIZE_LIMIT`` times the pipeline's side."""
+        side = self._pipeline_side()
+        step = 8 * int(getattr(self.pipe, "vae_scale_factor", 8))
+        height, width = image.shape[-2:]
+        return ((height, width) != (side, side) and height % step == 0 and width % step == 0
+                and max(height, width) <= self.OWN_SIZE_LIMIT * side)
+
+    def _at_each_size(self, images, read) -> list[DetectionResult]:
+        """``read`` (a list of images of one size -> results) of the images at the pipeline's
+        size and, for a value-by-value scheme, again at each image's own size where that is
+        readable: the smaller p-value of the two, doubled (Bonferroni over the two readings;
+        each is a valid test on its own). ``extra["read_at_own_size"]`` says which won."""
+        image_list, _ = as_image_list(images)
+        if not self.reads_value_by_value:
+            return read(image_list)
+        results = read(image_list)
+        by_size: dict[tuple[int, int], list[int]] = {}
+        for i, image in enumerate(image_list):
+            if self._own_size_readable(image):
+                by_size.setdefault(tuple(image.shape[-2:]), []).append(i)
+        if not by_size:
+            return results
+        self._at_own_size = True
+        try:
+            for indices in by_size.values():
+                for i, own in zip(indices, read([image_list[i] for i in indices])):
+                    results[i] = _better_of_two(results[i], own)
+        finally:
+            self._at_own_size = False
+        return results
+
     def _sized(self, image: torch.Tensor) -> torch.Tensor:
         """The image as it is inverted: at the pipeline's default size for schemes that read
-        value by value (resized when it is not), as it is otherwise."""
-        if not self.reads_value_by_value:
+        value by value (resized when it is not; as it is during ``_at_each_size``'s own-size
+        reading), as it is otherwise."""
+        if not self.reads_value_by_value or self._at_own_size:
             return image
-        side = int(getattr(self.pipe, "default_sample_size", None) or self.pipe.unet.config.sample_size)
-        side *= int(getattr(self.pipe, "vae_scale_factor", 8))
+        side = self._pipeline_side()
         if tuple(image.shape[-2:]) == (side, side):
             return image
         import torch.nn.functional as F

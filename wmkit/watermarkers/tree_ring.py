@@ -55,7 +55,6 @@ import torch
 
 from .. import stats
 from ..errors import ConfigError
-from ..imageio import as_image_list
 from ..keys import Key
 from ..registry import register_watermarker
 from ..types import DetectionResult
@@ -218,7 +217,7 @@ class TreeRing(InitialNoiseWatermarker):
         return out.to(latents.dtype)
 
     # -- detection --------------------------------------------------------------------------
-    def detect(self, images, key: Key) -> list[DetectionResult]:
+    def _detect(self, images, key: Key) -> list[DetectionResult]:
         """As ``results_from_signal(extract(images))``, plus the image-level stage of the
         geometric search: where a latent-level candidate reads better than the identity
         and its z passes ``SEARCH_STAGE_TWO_Z``, the best candidate is undone on the image
@@ -227,9 +226,7 @@ class TreeRing(InitialNoiseWatermarker):
         finds best (``scan_angles``: at most 5 two-step inversions, then one full one unless
         the scan read nothing). The p-value formula is the same either way (module
         docstring): this only adds power."""
-        self.check_key(key)
-        image_list, _ = as_image_list(images)
-        latents = self.extract(image_list)
+        latents = self.extract(images)
         if not self.search:
             return self.results_from_signal(latents, key)
         stage_two: dict[int, list[torch.Tensor]] = {}
@@ -242,7 +239,7 @@ class TreeRing(InitialNoiseWatermarker):
             return float(self._z_of(self._reading(undone, prepared["region"]), keyed, height * width)[0])
 
         _, _, extra, ranked = self._scored(latents, key, prepared=prepared)
-        for i, image in enumerate(image_list):
+        for i, image in enumerate(images):
             if extra["search_z"][i] <= max(SEARCH_STAGE_TWO_Z, extra["z"][i]):
                 continue  # no candidate reads clearly better than the untransformed image
             # The latent-level reading locates a rotation only to a few degrees, the image-level
@@ -296,13 +293,11 @@ class TreeRing(InitialNoiseWatermarker):
                                       for a, s in _search_candidates()]
         return prepared
 
-    def identify(self, images, keys: list[Key], *, correction: str = "sidak") -> list[DetectionResult]:
+    def _identify(self, images, keys: list[Key], *, correction: str = "sidak") -> list[DetectionResult]:
         """The best of K keys, corrected for K looks; the inversion and the search's readings
         are computed once for all keys (the image-level search stage is ``detect``'s only)."""
         from .base import _best_of
 
-        for key in keys:
-            self.check_key(key)
         latents = self.extract(images)
         prepared = self._prepare(latents) if self.pattern != "zeros" else None
         per_key = [self.results_from_log_p(*self._scored(latents, key, prepared=prepared)[:3]) for key in keys]
