@@ -7,7 +7,7 @@ resumed, all through the command line.
   temporary folder and a list file of their paths;
 - runs ``wmkit verify --files-from LIST -o RESULTS.jsonl`` with 1 worker and with
   ``--workers N``, sampling the resident memory of the whole process tree (every worker
-  included) twice a second: printed at 10% and 90% of the images, and the peak;
+  included) twice a second: printed at 10%, 50% and 90% of the images, and the peak;
 - checks both files are byte-identical, then kills a third run (SIGKILL, the whole process
   group) a third of the way in, reruns the same command, and checks the resumed file is
   byte-identical to the uninterrupted one.
@@ -118,10 +118,10 @@ def main() -> None:
         out.unlink(missing_ok=True)
         seconds, samples, peak, _ = run_verify(command(out, workers), out, args.images)
         outputs[workers] = out
-        tenth, most = args.images // 10, args.images * 9 // 10  # the end: the workers may be gone already
+        # not at the end: the workers may be gone already
+        marks = ", ".join(f"{n} {at(samples, n):.0f}" for n in (args.images // 10, args.images // 2, args.images * 9 // 10))
         print(f"workers {workers}: {args.images / seconds:.1f} images/s ({seconds:.1f} s, process start included); "
-              f"RSS of all processes at {tenth} images {at(samples, tenth):.0f} MB, at {most} "
-              f"{at(samples, most):.0f} MB, peak {peak:.0f} MB", flush=True)
+              f"RSS MB of all processes after (images, MB): {marks}; peak {peak:.0f}", flush=True)
     same = len({o.read_bytes() for o in outputs.values()}) == 1
     print(f"records of {' and '.join(f'{w} worker(s)' for w in outputs)} byte-identical: {same}")
 

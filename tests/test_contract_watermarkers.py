@@ -15,25 +15,61 @@ def images(small_photos):
     return torch.stack(small_photos[:2])
 
 
-def _post_hoc(method):
-    wm = wmkit.create(method)
-    missing = getattr(wm, "missing_default_model", lambda: None)()
-    if missing:  # reported as a skip with its reason, never silently
-        pytest.skip(f"{method}: {missing}")
-    if wm.generation_time:
-        pytest.skip(f"{method} marks at generation time; its pipeline contract is tested in its own file")
-    return wm
+class Scheme:
+    """A registered scheme and how its marked images are made: ``embed`` for post-hoc
+    schemes; for those that mark at generation time, generations of the shipped tiny
+    pipeline wrapped with the key (one per input image, fixed prompts and seeds, the
+    inputs' count only), their unmarked twins standing in for the clean images."""
+
+    PROMPTS = ["a photo of a cat", "a photo of the sea", "a photo of a rocket"]
+    STEPS = 25  # PRC needs them: its checks read back weakly from 10-step generations
+
+    def __init__(self, method):
+        self.method = method
+        self.wm = wmkit.create(method)
+        missing = getattr(self.wm, "missing_default_model", lambda: None)()
+        if missing:  # reported as a skip with its reason, never silently
+            pytest.skip(f"{method}: {missing}")
+        if self.wm.generation_time and self.wm.can_embed:
+            # Stable Signature: every new key fine-tunes a decoder (minutes); its own file tests it
+            pytest.skip(f"{method} fine-tunes a decoder per key; its contract is tested in tests/test_stable_signature.py")
+
+    @property
+    def generates(self) -> bool:
+        return self.wm.generation_time
+
+    def _generate(self, count, key=None):
+        cached = _GENERATIONS.get((self.method, count, key.fingerprint if key else None))
+        if cached is not None:
+            return cached.clone()
+        pipe = self.wm.pipe
+        runner = wmkit.wrap(pipe, self.wm, key) if key is not None else pipe
+        out = runner(self.PROMPTS[:count], num_inference_steps=self.STEPS, output_type="pt",
+                     generator=[torch.Generator().manual_seed(s) for s in range(count)]).images.float().clamp(0, 1)
+        if key is not None:
+            runner.unwrap()
+        _GENERATIONS[(self.method, count, key.fingerprint if key else None)] = out
+        return out.clone()
+
+    def mark(self, images, key):
+        return self._generate(len(images), key) if self.generates else self.wm.embed(images, key)
+
+    def clean(self, images):
+        return self._generate(len(images)) if self.generates else images
+
+
+_GENERATIONS: dict = {}
 
 
 @pytest.mark.parametrize("method", METHODS)
 def test_round_trip_detects_with_tiny_p_value(method, images):
-    wm = _post_hoc(method)
-    key = generate_key(method, seed=1)
-    marked = wm.embed(images, key)
-    assert marked.shape == images.shape and marked.dtype == images.dtype
+    scheme = Scheme(method)
+    wm, key = scheme.wm, generate_key(method, seed=1)
+    marked = scheme.mark(images, key)
+    assert marked.shape[0] == len(images) and marked.dtype == images.dtype
     assert float(marked.min()) >= 0 and float(marked.max()) <= 1
     results = wm.detect(marked, key)
-    clean = wm.detect(images, key)
+    clean = wm.detect(scheme.clean(images), key)
     assert len(results) == len(images)
     for r, c in zip(results, clean):
         assert r.method == method
@@ -47,13 +83,14 @@ def test_round_trip_detects_with_tiny_p_value(method, images):
 
 @pytest.mark.parametrize("method", METHODS)
 def test_batch_equals_single_calls(method, images):
-    wm = _post_hoc(method)
-    key = generate_key(method, seed=3)
-    batch = wm.embed(images, key)
-    singles = torch.stack([wm.embed([img], key)[0] for img in images])
-    assert torch.equal(batch, singles)
-    as_list = wm.embed(list(images), key)
-    assert isinstance(as_list, list) and torch.equal(torch.stack(as_list), batch)
+    scheme = Scheme(method)
+    wm, key = scheme.wm, generate_key(method, seed=3)
+    batch = scheme.mark(images, key)
+    if not scheme.generates:
+        singles = torch.stack([wm.embed([img], key)[0] for img in images])
+        assert torch.equal(batch, singles)
+        as_list = wm.embed(list(images), key)
+        assert isinstance(as_list, list) and torch.equal(torch.stack(as_list), batch)
     batch_results = wm.detect(batch, key)
     single_results = [wm.detect([img], key)[0] for img in batch]
     assert [r.p_value for r in batch_results] == [r.p_value for r in single_results]
@@ -61,17 +98,19 @@ def test_batch_equals_single_calls(method, images):
 
 @pytest.mark.parametrize("method", METHODS)
 def test_same_key_same_bytes(method, images):
-    wm = _post_hoc(method)
-    a = wm.embed(images, generate_key(method, seed=4))
-    b = wmkit.create(method).embed(images, generate_key(method, seed=4))
+    scheme = Scheme(method)
+    a = scheme.mark(images, generate_key(method, seed=4))
+    _GENERATIONS.clear()  # made again, by a new instance
+    fresh = Scheme(method)
+    b = fresh.mark(images, generate_key(method, seed=4))
     assert torch.equal(a, b)
-    c = wm.embed(images, generate_key(method, seed=5))
+    c = scheme.mark(images, generate_key(method, seed=5))
     assert not torch.equal(a, c)
 
 
 @pytest.mark.parametrize("method", METHODS)
 def test_rejects_foreign_keys_and_bad_images(method, images):
-    wm = _post_hoc(method)
+    wm = Scheme(method).wm
     with pytest.raises(KeyFileError):
         wm.detect(images, generate_key("some-other-method", seed=1))
     with pytest.raises(InputError):
@@ -80,14 +119,15 @@ def test_rejects_foreign_keys_and_bad_images(method, images):
         # a side just under the scheme's minimum (or half the side its pixel minimum implies)
         side = wm.min_side - 1 if wm.min_side else int(np.sqrt(wm.min_pixels)) // 2
         with pytest.raises(InputError, match="minimum"):
-            wm.embed([torch.rand(3, side, side)], generate_key(method, seed=1))
+            (wm.detect if wm.generation_time else wm.embed)([torch.rand(3, side, side)], generate_key(method, seed=1))
 
 
 @pytest.mark.parametrize("method", METHODS)
 def test_identification_picks_the_right_key_and_corrects(method, images):
-    wm = _post_hoc(method)
+    scheme = Scheme(method)
+    wm = scheme.wm
     keys = [generate_key(method, seed=s) for s in (10, 11, 12)]
-    marked = wm.embed(images, keys[1])
+    marked = scheme.mark(images, keys[1])
     for r, single in zip(wm.identify(marked, keys), wm.detect(marked, keys[1])):
         assert r.extra["key_index"] == 1 and r.extra["num_keys"] == 3
         assert single.p_value <= r.p_value <= min(1.0, 3 * single.p_value) + 1e-300

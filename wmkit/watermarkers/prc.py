@@ -156,8 +156,10 @@ class PRC(InitialNoiseWatermarker):
         posteriors = np.clip(posteriors, -1 + 1e-12, 1 - 1e-12)
         products = np.prod(posteriors[:, code.checks], axis=2)  # (B, r)
         log_plus, log_minus = np.log1p(products) - np.log(2), np.log1p(-products) - np.log(2)
-        excess = log_plus.sum(axis=1) - 0.5 * (log_plus + log_minus).sum(axis=1)
-        spread = (((log_plus - log_minus) / 2) ** 2).sum(axis=1)
+        # summed image by image: numpy's sum over an axis of a (B, r) array rounds differently
+        # for different B, and an image's p-value must not depend on its batch
+        excess = np.array([lp.sum() - 0.5 * (lp + lm).sum() for lp, lm in zip(log_plus, log_minus)])
+        spread = np.array([(((lp - lm) / 2) ** 2).sum() for lp, lm in zip(log_plus, log_minus)])
         log_p = np.where(excess > 0, -excess**2 / (2 * np.maximum(spread, 1e-300)), 0.0)
         satisfied = (products > 0).mean(axis=1)
         return log_p, -log_p / np.log(10), {"checks_satisfied": satisfied, "check_z": excess / np.sqrt(np.maximum(spread, 1e-300))}
