@@ -8,7 +8,6 @@ shipped weights/tiny-ldm when it is present.
 from __future__ import annotations
 
 import json
-import os
 
 import pytest
 import torch
@@ -249,7 +248,7 @@ def test_false_attribution_rate_of_a_fixed_pattern_scheme():
 
 
 def test_forgery_rate_on_a_peer():
-    from wmkit.eval.forgery import forgery_rate, main
+    from wmkit.eval.forgery import forgery_rate
 
     result = forgery_rate("dwtdct", n_estimate=3, n_test=2, size=256, seed=0)
     assert 0.0 <= result.false_attribution_rate <= 1.0 and result.n_test == 2 and result.marked_tpr > 0.5

@@ -299,9 +299,39 @@ def _calibration_spec(args, key_path: str):
 
 def cmd_verify(args) -> int:
     from .eval.run import process_state
-    from .imageio import iter_image_paths
+    from .verify import VerifyPlan, verify_records
+
+    spec, verifier = _verify_spec(args)
+    if not args.inputs and args.files_from is None:
+        raise ConfigError("give images or folders to verify, or --files-from LIST")
+    if args.files_from not in (None, "-") and not os.path.isfile(args.files_from):
+        raise InputError(f"{args.files_from}: no such list file")
+    plan = VerifyPlan(args.inputs, args.files_from, args.output, spec, process_state())
+    failures = 0
+    records = verify_records(spec, plan.to_verify(), workers=args.workers, verifier=verifier)
+    try:
+        for path, record, error in progress(records, total=plan.total, desc="verify", enabled=args.progress):
+            plan.append(record)
+            failures += error is not None
+            if args.json:
+                progress_write(json.dumps(record))
+            elif error is not None:
+                _error_line(path, error)
+            else:
+                _print_verify_line(record, args.alpha)
+    finally:
+        plan.close()  # also when this process failed: under accelerate the others wait for it
+    if not plan.seen:
+        raise InputError("no input images found")
+    plan.finish()
+    return EXIT_ERROR if failures else EXIT_OK
+
+
+def _verify_spec(args):
+    """(VerifySpec, Verifier) of a `wmkit verify` command line; a bad option, key or
+    calibration fails here, before any image (or worker process)."""
     from .keys import load_key
-    from .verify import Verifier, VerifyLog, VerifySpec, listed_paths, merge_shards, shard_path, verify_records
+    from .verify import Verifier, VerifySpec
 
     if not 0.0 < args.alpha < 1.0:
         raise ConfigError(f"--alpha must lie in (0, 1), got {args.alpha}")
@@ -310,66 +340,7 @@ def cmd_verify(args) -> int:
     keys = [load_key(k, method=args.method, num_bits=getattr(wm, "num_bits", None)) for k in args.key]
     spec = VerifySpec(method=args.method, config=config, keys=tuple(keys), calibration=_calibration_spec(args, args.key[0]),
                       alpha=args.alpha, show_bits=args.show_bits, max_pixels=args.max_pixels)
-    verifier = Verifier(spec, wm=wm)  # here too with workers: a bad calibration fails before any process starts
-    if not args.inputs and args.files_from is None:
-        raise ConfigError("give images or folders to verify, or --files-from LIST")
-    if args.files_from not in (None, "-") and not os.path.isfile(args.files_from):
-        raise InputError(f"{args.files_from}: no such list file")
-    state = process_state()
-    rank, world = state.process_index, state.num_processes
-    if world > 1 and (args.output is None or args.files_from == "-"):
-        raise ConfigError("a sharded verify (accelerate launch) needs -o RESULTS.jsonl, and --files-from a file "
-                          "(every process reads the list)")
-    run = {"method": args.method, "keys": [k.fingerprint for k in keys]}
-    done: set[str] = set()
-    if world > 1:  # this process's share goes to a shard of its own, merged in input order at the end
-        done = VerifyLog.read(args.output, run)[1] if os.path.isfile(args.output) else set()
-        results = VerifyLog(shard_path(args.output, rank), {**run, "shard": [rank, world]})
-    else:
-        results = VerifyLog(args.output, run) if args.output else None
-
-    def inputs():  # folders are listed whole (sorted); a list file is read lazily
-        yield from iter_image_paths(args.inputs)
-        if args.files_from is not None:
-            yield from listed_paths(args.files_from)
-
-    seen = 0
-
-    def to_verify():
-        nonlocal seen
-        for i, path in enumerate(p for p in inputs() if str(p) not in done):
-            seen += 1
-            if i % world == rank and (results is None or str(path) not in results.done):
-                yield path
-
-    total = None if args.files_from is not None or world > 1 else sum(
-        str(p) not in (results.done if results else ()) for p in iter_image_paths(args.inputs))
-    failures = 0
-    records = verify_records(spec, to_verify(), workers=args.workers, verifier=verifier)
-    try:
-        for path, record, error in progress(records, total=total, desc="verify", enabled=args.progress):
-            if results is not None:
-                results.append(record)
-            if error is not None:
-                failures += 1
-            if args.json:
-                progress_write(json.dumps(record))
-            elif error is not None:
-                _error_line(path, error)
-            else:
-                _print_verify_line(record, args.alpha)
-    finally:
-        if results is not None:
-            results.close()
-        state.wait_for_everyone()  # also when this process failed: the others must not wait forever
-    if not seen and not done:
-        raise InputError("no input images found")
-    if results is not None and results.resumed:
-        progress_write(f"{results.path}: {results.resumed} images were already there (skipped), "
-                       f"{results.appended} added", file=sys.stderr)
-    if world > 1 and state.is_main_process:
-        merge_shards(args.output, run, inputs(), world, done)
-    return EXIT_ERROR if failures else EXIT_OK
+    return spec, Verifier(spec, wm=wm)
 
 
 def _print_verify_line(record: dict, alpha: float) -> None:

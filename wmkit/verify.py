@@ -173,6 +173,74 @@ class VerifyLog:
         self.handle.close()
 
 
+class VerifyPlan:
+    """Which inputs this process verifies and where its records go: every input into
+    ``output`` (or nowhere), or under ``accelerate launch`` (``state``: accelerate's
+    PartialState or ``eval.run``'s single process) its share into a shard of its own."""
+
+    def __init__(self, inputs, files_from: Optional[str], output: Optional[str], spec: VerifySpec, state):
+        self.inputs, self.files_from, self.output, self.state = list(inputs), files_from, output, state
+        self.rank, self.world = state.process_index, state.num_processes
+        self.run = {"method": spec.method, "keys": [k.fingerprint for k in spec.keys]}
+        self.seen = 0
+        self.done: set[str] = set()  # in ``output`` when a sharded run began: not handed out
+        if self.world > 1:
+            if output is None or files_from == "-":
+                raise ConfigError("a sharded verify (accelerate launch) needs -o RESULTS.jsonl, and --files-from a "
+                                  "file (every process reads the list)")
+            if os.path.isfile(output):
+                self.done = VerifyLog.read(Path(output), self.run)[1]
+            self.log: Optional[VerifyLog] = VerifyLog(shard_path(output, self.rank), {**self.run, "shard": [self.rank, self.world]})
+        else:
+            self.log = VerifyLog(output, self.run) if output else None
+
+    def paths(self) -> Iterator[Path]:
+        """Every input path in order: folders listed whole (sorted), then the list file, read lazily."""
+        from .imageio import iter_image_paths
+
+        yield from iter_image_paths(self.inputs)
+        if self.files_from is not None:
+            yield from listed_paths(self.files_from)
+
+    def to_verify(self) -> Iterator[Path]:
+        """This process's paths not yet recorded (counting every input in ``seen``)."""
+        recorded = self.log.done if self.log is not None else set()
+        for i, path in enumerate(p for p in self.paths() if str(p) not in self.done):
+            self.seen += 1
+            if i % self.world == self.rank and str(path) not in recorded:
+                yield path
+        self.seen += len(self.done)
+
+    @property
+    def total(self) -> Optional[int]:
+        """How many images ``to_verify`` yields, where that is known without reading a list."""
+        if self.files_from is not None or self.world > 1:
+            return None
+        from .imageio import iter_image_paths
+
+        recorded = self.log.done if self.log is not None else set()
+        return sum(str(p) not in recorded for p in iter_image_paths(self.inputs))
+
+    def append(self, record: dict) -> None:
+        if self.log is not None:
+            self.log.append(record)
+
+    def close(self) -> None:
+        if self.log is not None:
+            self.log.close()
+        self.state.wait_for_everyone()
+
+    def finish(self) -> None:
+        """Say what a resumed file already held; the main process of a sharded run merges."""
+        if self.log is not None and self.log.resumed:
+            from .progress import progress_write
+
+            progress_write(f"{self.log.path}: {self.log.resumed} images were already there (skipped), "
+                           f"{self.log.appended} added", file=sys.stderr)
+        if self.world > 1 and self.state.is_main_process:
+            merge_shards(self.output, self.run, self.paths(), self.world, self.done)
+
+
 def shard_path(output, rank: int) -> Path:
     return Path(f"{output}.rank{rank}")
 
