@@ -59,19 +59,28 @@ def corpus_crops(corpus: Path, crops_per_photo: int):
 
 
 def decode_all(method: str, crops: list, cache: Path | None) -> dict:
-    path = cache / f"decodes-{method}-{len(crops)}.npz" if cache else None
-    if path is not None and path.exists():
-        return dict(np.load(path))
+    """Bits decoded from every crop under every condition; with a cache, saved after each
+    condition, so a run stopped part way (RivaGAN needs about an hour here) resumes there.
+    Each condition's random attack parameters come from a generator seeded by the condition,
+    so they do not depend on which conditions an earlier run already decoded."""
+    import hashlib
+
+    path = cache / f"decodes-{method}-{len(crops)}-v2.npz" if cache else None
+    out = dict(np.load(path)) if path is not None and path.exists() else {}
     wm = wmkit.create(method, calibration=None)
-    generator = torch.Generator().manual_seed(0)
-    out = {}
     for spec in dict.fromkeys(FIT + TEST):
+        if spec in out:
+            continue
+        seed = int.from_bytes(hashlib.sha256(spec.encode()).digest()[:4], "little")
+        generator = torch.Generator().manual_seed(seed)
         batch = crops if spec == "none" else [parse_attack(spec)(c[None], generator=generator)[0] for c in crops]
         out[spec] = np.stack([wm.decode_bits([b])[0] for b in batch if min(b.shape[1:]) >= wm.min_side])
         print(f"  {method}: decoded {spec}", flush=True)
-    if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        np.savez(path, **out)
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            partial = path.with_name(path.stem + ".partial.npz")
+            np.savez(partial, **out)
+            partial.replace(path)
     return out
 
 
