@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 from typing import Optional, Sequence
 
-from .errors import ConfigError, InputError, WmkitError
+from .errors import ConfigError, InputError, WmkitError, naming
 from .progress import progress, progress_write
 from .types import DEFAULT_ALPHA
 
@@ -21,14 +21,9 @@ EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
 
 
 # -- helpers -----------------------------------------------------------------------
-def _naming(path, message: str) -> str:
-    """The message, prefixed with the file's path unless it names it already."""
-    return message if path is None or str(path) in message else f"{path}: {message}"
-
-
 def _error_line(path, message: str) -> None:
     """One line per failed file, always naming the file."""
-    progress_write(f"error: {_naming(path, message)}", file=sys.stderr)
+    progress_write(f"error: {naming(path, message)}", file=sys.stderr)
 
 
 def _add_common(p: argparse.ArgumentParser, *, key: bool = True) -> None:

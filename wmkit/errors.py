@@ -18,6 +18,11 @@ class KeyFileError(InputError):
     """A key file that is missing, corrupted, or made for another method."""
 
 
+def naming(path, message: str) -> str:
+    """The message, prefixed with the file's path unless it names it already."""
+    return message if path is None or str(path) in message else f"{path}: {message}"
+
+
 class WeightsError(WmkitError):
     """Weights or a calibration file that are missing or do not match."""
 

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Optional
 
-from .errors import ConfigError, WmkitError
+from .errors import ConfigError, WmkitError, naming
 from .keys import Key
 
 WINDOW_PER_WORKER = 16  # paths in flight per worker: a pool waits on the slowest once per window
@@ -67,7 +67,7 @@ class Verifier:
                 result = wm.identify([image], list(spec.keys))[0]
             return {"path": str(path), **result.to_dict(spec.alpha, include_bits=spec.show_bits)}, None
         except WmkitError as exc:
-            message = str(exc) if str(path) in str(exc) else f"{path}: {exc}"
+            message = naming(path, str(exc))
             return {"path": str(path), "method": spec.method, "error": message}, message
 
 
