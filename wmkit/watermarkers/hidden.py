@@ -141,11 +141,11 @@ class ExtractorBits(BitWatermarker):
         logits = self.logits(images)
         bits = (logits > 0).numpy().astype(np.uint8)
         for row in torch.nonzero((logits == 0).any(1)).flatten().tolist():
-            bits[row] = _break_ties(bits[row], (logits[row] == 0).numpy(), images[row])
+            bits[row] = break_ties(bits[row], (logits[row] == 0).numpy(), images[row])
         return bits
 
 
-def _break_ties(bits: np.ndarray, ties: np.ndarray, image: torch.Tensor) -> np.ndarray:
+def break_ties(bits: np.ndarray, ties: np.ndarray, image: torch.Tensor) -> np.ndarray:
     """Bits the extractor could not read (a logit of exactly 0: an image with nothing to read,
     e.g. a flat crop) become fair coins, seeded by the image's 8-bit pixels so a second reading
     agrees. Read as 0 they would be one fixed message that every such image matches."""
