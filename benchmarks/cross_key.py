@@ -23,7 +23,7 @@ from wmkit.eval.metrics import binomial_upper_bound
 from wmkit.keys import generate_key
 from wmkit.screening import screen_key
 
-METHODS = ["dwtdct", "dwtdctsvd", "rivagan", "hidden", "stable_signature"]
+METHODS = ["dwtdct", "dwtdctsvd", "rivagan", "periodic", "hidden", "stable_signature"]
 
 
 def main() -> None:

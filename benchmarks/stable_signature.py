@@ -9,7 +9,7 @@
    watermark residual): PSNR against the photo itself. For both, bit accuracy and the detection
    rate at p < 1e-6 with no attack and under JPEG 80 and 50, resize to 0.5, a crop keeping 50%
    of the area (resized back, and as is), rotation 10, Gaussian blur 1 and brightness 1.5;
-   beside `hidden` (38 dB), RivaGAN and DwtDct marking the same photos post hoc, each at its
+   beside `periodic` (40 dB), `hidden` (38 dB), RivaGAN and DwtDct marking the same photos post hoc, each at its
    own PSNR, in the same run.
 3. Calibration: the false-positive rate at alpha 1e-2 and 1e-3 on the clean photos and on the
    photos through the original decoder, pooled over `--keys` keys (bits are decoded once per
@@ -34,7 +34,7 @@ from wmkit.keys import generate_key
 
 ATTACKS = ["none", "jpeg:80", "jpeg:50", "resize:0.5", "center_crop:0.5", "center_crop:0.5,resize_back=false",
            "rotate:10", "gaussian_blur:1", "brightness:1.5"]
-PEERS = ["hidden", "rivagan", "dwtdct"]
+PEERS = ["periodic", "hidden", "rivagan", "dwtdct"]
 ALPHA = 1e-6
 
 

@@ -39,6 +39,7 @@ from ..registry import register_watermarker
 from .base import BitWatermarker
 from .hidden import break_ties
 
+READER_VERSION = 1  # raise it when the reading changes in a way the constants below do not show
 PERIOD = 20  # pixels: 20 keeps every carrier off JPEG's 8 x 8 block harmonics (multiples of 1/8)
 SYNC_DOFS = 16
 SYNC_SEED = 0x5EED
@@ -50,6 +51,9 @@ CANDIDATES = 3  # rescaled / rotated readings tried besides the image's own
 # photos read at bit accuracy 0.977 with no attack, 0.964 after JPEG 50 and 0.901 after a
 # crop resized back; with these weights 0.997, 0.975 and 0.944 (docs/periodic.md).
 TILE_POWER_FLOOR = 1e-5
+# One 8-bit level of a carrier frequency gives a coefficient of about 4e-3; these are far below
+FLAT_COEFFICIENT = 1e-9
+MIN_STANDARD_ERROR = 1e-7  # a synthetic image with nothing but the mark would read infinite z otherwise
 # A rescaled or rotated reading is refined by the synchronisation itself (the spectrum's
 # peaks place the scale to about half a percent, and half a percent drifts a 20 px tile by
 # a quarter period across a 512 px image): these relative periods, then these angles.
@@ -174,9 +178,12 @@ class Periodic(BitWatermarker):
         mean, se = fold_coefficients(view, freqs)
         shifts, phase = shift_phases(freqs)
         # rotated coefficients (a - i b) e^{-i phi} for every shift: real part -> cos, -imag -> sin
+        # a coefficient far below what one 8-bit level could make is rounding, the same on
+        # every flat image: read as exact ties (coins, see break_ties), not as a message
+        mean = torch.where(mean.abs() < FLAT_COEFFICIENT, torch.zeros_like(mean), mean)
         turned = mean[None, :] * phase  # (shifts, F) complex
-        values = torch.stack([turned.real, -turned.imag], -1).reshape(len(shifts), -1) / se.repeat_interleave(2)
-        values = torch.nan_to_num(values, nan=0.0, posinf=0.0, neginf=0.0)
+        values = torch.stack([turned.real, -turned.imag], -1).reshape(len(shifts), -1)
+        values = values / se.clamp_min(MIN_STANDARD_ERROR).repeat_interleave(2)
         sync_z = values[:, sync] @ sync_signs / math.sqrt(len(sync))
         index = int(sync_z.argmax())
         rest = torch.ones(values.shape[1], dtype=torch.bool)
@@ -185,8 +192,14 @@ class Periodic(BitWatermarker):
         return {"z": z, "sync": float(sync_z[index]), "period": period, "angle": angle,
                 "shift": tuple(float(v) for v in shifts[index])}
 
-    def config(self) -> dict[str, Any]:
-        return {"num_bits": self.num_bits}
+    def extractor_digest(self) -> str:
+        """12 hex digits of sha256 over what decides the reading (the carrier and the search):
+        a shipped calibration records it and is refused once the reader changes."""
+        import hashlib
+
+        reader = (READER_VERSION, PERIOD, SYNC_DOFS, SYNC_SEED, SHIFT_STEP, LUMA, CANDIDATES, TILE_POWER_FLOOR,
+                  FLAT_COEFFICIENT, MIN_STANDARD_ERROR, REFINE_PERIODS, REFINE_ANGLES, self.num_bits)
+        return hashlib.sha256(repr(reader).encode()).hexdigest()[:12]
 
 
 def fold_coefficients(y: torch.Tensor, freqs: torch.Tensor, floor: float = TILE_POWER_FLOOR) -> tuple[torch.Tensor, torch.Tensor]:
