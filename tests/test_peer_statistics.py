@@ -14,9 +14,9 @@ from wmkit.attacks import parse_attack
 from wmkit.eval.metrics import binomial_upper_bound
 from wmkit.keys import generate_key
 
-PEERS = ["dwtdct", "dwtdctsvd", "rivagan"]
+PEERS = ["dwtdct", "dwtdctsvd", "rivagan", "periodic"]
 # detection rate of marked, unattacked 256 px photos at alpha = 0.01 (measured: dwtdct 0.83-0.92, others 1.0)
-MIN_DETECTION = {"dwtdct": 0.75, "dwtdctsvd": 0.95, "rivagan": 0.95}
+MIN_DETECTION = {"dwtdct": 0.75, "dwtdctsvd": 0.95, "rivagan": 0.95, "periodic": 0.95}
 
 
 @pytest.mark.parametrize("method", PEERS)
