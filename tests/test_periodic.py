@@ -102,3 +102,19 @@ def test_bad_options_are_refused():
         wmkit.create("periodic", psnr=5)
     with pytest.raises(ConfigError, match="bits"):
         wmkit.create("periodic", num_bits=400)
+
+
+def test_a_payload_copied_from_a_blank_image_does_not_claim_blank_images(photos_512):
+    """Identical blank images read identical coins; a given payload is written masked by the
+    key's secret (as for hidden), so copying those coins into a key's message gains nothing."""
+    wm = wmkit.create("periodic")
+    white = torch.ones(3, 256, 256)
+    coins = wm.extract([white])[0]
+    key = generate_key("periodic", seed=5).with_message(coins.tolist())
+    assert wm.detect([white], key)[0].p_value > 1e-3
+    unmasked = wmkit.create("periodic")
+    unmasked.masks_given_payload = False  # the check has teeth: unmasked, the copy claims the image
+    assert unmasked.detect([white], key)[0].p_value < 1e-12
+    result = wm.detect(wm.embed([photos_512[0]], key), key)[0]
+    assert result.p_value < 1e-6
+    assert sum(a == b for a, b in zip(result.bits, coins.tolist())) >= 44  # the payload, shown unmasked

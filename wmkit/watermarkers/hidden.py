@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-from dataclasses import replace
 from pathlib import Path
 from typing import Any, ClassVar, Optional
 
@@ -20,7 +19,6 @@ import numpy as np
 import torch
 
 from ..errors import ConfigError, WeightsError
-from ..keys import Key
 from ..registry import register_watermarker
 from .base import BitWatermarker
 
@@ -51,6 +49,8 @@ def load_extractor(spec: Any) -> tuple[torch.nn.Module, Optional[torch.nn.Module
 
 class ExtractorBits(BitWatermarker):
     """Bits read by an extractor network: one logit per bit, bit = logit > 0."""
+
+    masks_given_payload: ClassVar[bool] = True  # see BitWatermarker.message
 
     def __init__(self, *, extractor: Any = DEFAULT_EXTRACTOR, calibration: Any = "auto"):
         # BitWatermarker.__init__ is not called: num_bits is the extractor's (a property
@@ -112,29 +112,6 @@ class ExtractorBits(BitWatermarker):
     def logits(self, images: list[torch.Tensor]) -> torch.Tensor:
         module = self.extractor
         return torch.cat([module(img[None].float()) for img in images]) if images else torch.zeros(0, self.num_bits)
-
-    # -- the wire message ----------------------------------------------------------------
-    def message(self, key: Key) -> np.ndarray:
-        """The bits written and read. A derived message is drawn from the key's secret already;
-        a message that was given (by the user, or stored by keygen's screening) is XORed with a
-        mask drawn from the secret, so that over keys the written bits are uniformly random
-        whatever the payload. Extractors read near-constant patterns from images with little
-        to read (a flat crop; a smooth one after JPEG: mostly zeros); without the
-        mask a regular payload such as all zeros lines up with them, and unmarked images test
-        positive for that key on photo kinds no calibration saw (issue 24)."""
-        bits = super().message(key)
-        return bits if key.message is None else bits ^ self._payload_mask(key)
-
-    def _payload_mask(self, key: Key) -> np.ndarray:
-        return key.rng("extractor/payload-mask").integers(0, 2, size=self.num_bits, dtype=np.uint8)
-
-    def results_from_signal(self, bits: np.ndarray, key: Key):
-        """As for any bit scheme, with the reported bits unmasked: `--show-bits` shows the payload."""
-        results = super().results_from_signal(bits, key)
-        if key.message is None:
-            return results
-        mask = self._payload_mask(key)
-        return [replace(r, bits=tuple(int(b) for b in np.array(r.bits, dtype=np.uint8) ^ mask)) for r in results]
 
     def decode_bits(self, images: list[torch.Tensor]) -> np.ndarray:
         """The bits on the image (for a key with a given message: the masked ones, see `message`)."""
