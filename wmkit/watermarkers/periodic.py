@@ -248,6 +248,16 @@ def shift_phases(freqs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return shifts, torch.polar(torch.ones_like(angle), -angle)
 
 
+def gaussian_blur(y: torch.Tensor, sigma: float) -> torch.Tensor:
+    """``y`` (H, W) through a separable Gaussian of ``sigma`` pixels (edges replicated)."""
+    radius = max(1, int(round(3 * sigma)))
+    t = torch.arange(-radius, radius + 1, dtype=y.dtype)
+    kernel = torch.exp(-0.5 * (t / sigma) ** 2)
+    kernel = kernel / kernel.sum()
+    x = F.pad(y[None, None], (radius,) * 4, mode="replicate")
+    return F.conv2d(F.conv2d(x, kernel.view(1, 1, 1, -1)), kernel.view(1, 1, -1, 1))[0, 0]
+
+
 def resample(y: torch.Tensor, scale: float, angle: float) -> torch.Tensor:
     """``y`` (H, W) scaled by ``scale`` and turned back by ``angle`` degrees about its centre
     (bilinear; low-passed first when shrinking), cropped to the largest upright rectangle
@@ -255,13 +265,7 @@ def resample(y: torch.Tensor, scale: float, angle: float) -> torch.Tensor:
     height, width = y.shape
     x = y[None, None]
     if scale < 1:
-        sigma = 0.5 / scale
-        radius = max(1, int(round(3 * sigma)))
-        t = torch.arange(-radius, radius + 1, dtype=y.dtype)
-        kernel = torch.exp(-0.5 * (t / sigma) ** 2)
-        kernel = kernel / kernel.sum()
-        x = F.pad(x, (radius,) * 4, mode="replicate")
-        x = F.conv2d(F.conv2d(x, kernel.view(1, 1, 1, -1)), kernel.view(1, 1, -1, 1))
+        x = gaussian_blur(y, 0.5 / scale)[None, None]
     theta = math.radians(angle)
     c, s = abs(math.cos(theta)), abs(math.sin(theta))
     # the upright rectangle inside the turned image (for aspect ratios near 1; a long thin
