@@ -122,7 +122,7 @@ class StableSignature(ExtractorBits):
     def _key_name(self, key: Key) -> str:
         """The key's fingerprint (its secret), and for a key with a given message the written bits
         too: two keys with one secret and different messages need different decoders, and decoders
-        fine-tuned before given messages were masked (`ExtractorBits.message`) are not reused."""
+        fine-tuned before given messages were masked (`BitWatermarker.message`) are not reused."""
         if key.message is None:
             return key.fingerprint
         return f"{key.fingerprint}-m{hashlib.sha256(self.message(key).tobytes()).hexdigest()[:8]}"
