@@ -11,6 +11,7 @@ single calls give.
 """
 from __future__ import annotations
 
+import hashlib
 from abc import ABC, abstractmethod
 from dataclasses import replace
 from typing import Any, ClassVar, Optional
@@ -178,8 +179,8 @@ class BitWatermarker(Watermarker):
         return bits ^ self._payload_mask(key) if self.masks_given_payload and key.message is not None else bits
 
     def _payload_mask(self, key: Key) -> np.ndarray:
-        # the stream's name predates the mask's move here from the extractor schemes: kept, so
-        # their keys write what they wrote before
+        # named for the extractor schemes that introduced it: another name would change what
+        # their keys write
         return key.rng("extractor/payload-mask").integers(0, 2, size=self.num_bits, dtype=np.uint8)
 
     def embed(self, images, key: Key):
@@ -296,3 +297,14 @@ class ScoreWatermarker(Watermarker):
             log_ps += [float(self.analytic_log_p(signal, key)[0][0]) for key in keys]
         info = dict(info or {}, num_keys=len(keys), attacks=attacks if isinstance(attacks, str) else None)
         return fit_score_null(np.array(log_ps), method=self.name, config=self.config(), model=self.model_name, info=info)
+
+
+def break_ties(bits: np.ndarray, ties: np.ndarray, image: torch.Tensor) -> np.ndarray:
+    """Bits a reader could not read (a value of exactly 0: an image with nothing to read,
+    e.g. a flat crop) become fair coins, seeded by the image's 8-bit pixels so a second reading
+    agrees. Read as 0 they would be one fixed message that every such image matches."""
+    pixels = image.detach().float().clamp(0, 1).mul(255).round().to(torch.uint8).cpu().numpy()
+    seed = int.from_bytes(hashlib.sha256(pixels.tobytes()).digest()[:8], "little")
+    out = bits.copy()
+    out[ties] = np.random.default_rng(seed).integers(0, 2, int(ties.sum()))
+    return out

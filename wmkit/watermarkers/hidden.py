@@ -10,7 +10,6 @@ network (``hidden``, ``stable_signature``) inherits its loading and decoding.
 """
 from __future__ import annotations
 
-import hashlib
 import os
 from pathlib import Path
 from typing import Any, ClassVar, Optional
@@ -20,7 +19,7 @@ import torch
 
 from ..errors import ConfigError, WeightsError
 from ..registry import register_watermarker
-from .base import BitWatermarker
+from .base import BitWatermarker, break_ties
 
 DEFAULT_EXTRACTOR = "tiny"
 
@@ -120,17 +119,6 @@ class ExtractorBits(BitWatermarker):
         for row in torch.nonzero((logits == 0).any(1)).flatten().tolist():
             bits[row] = break_ties(bits[row], (logits[row] == 0).numpy(), images[row])
         return bits
-
-
-def break_ties(bits: np.ndarray, ties: np.ndarray, image: torch.Tensor) -> np.ndarray:
-    """Bits the extractor could not read (a logit of exactly 0: an image with nothing to read,
-    e.g. a flat crop) become fair coins, seeded by the image's 8-bit pixels so a second reading
-    agrees. Read as 0 they would be one fixed message that every such image matches."""
-    pixels = image.detach().float().clamp(0, 1).mul(255).round().to(torch.uint8).cpu().numpy()
-    seed = int.from_bytes(hashlib.sha256(pixels.tobytes()).digest()[:8], "little")
-    out = bits.copy()
-    out[ties] = np.random.default_rng(seed).integers(0, 2, int(ties.sum()))
-    return out
 
 
 @register_watermarker("hidden")

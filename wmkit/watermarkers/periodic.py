@@ -36,8 +36,7 @@ import torch.nn.functional as F
 
 from ..errors import ConfigError
 from ..registry import register_watermarker
-from .base import BitWatermarker
-from .hidden import break_ties
+from .base import BitWatermarker, break_ties
 
 READER_VERSION = 1  # raise it when the reading changes in a way the constants below do not show
 PERIOD = 20  # pixels: 20 keeps every carrier off JPEG's 8 x 8 block harmonics (multiples of 1/8)
