@@ -219,7 +219,10 @@ class SSLZeroBit(_SSLMark, ScoreWatermarker):
 
     def analytic_log_p(self, features: torch.Tensor, key: Key):
         u = self.direction(key)
-        cosine = (F.normalize(features.double(), dim=1) @ u.double()).numpy()
+        # one dot product per image: a (B, D) @ (D,) product sums in an order that depends on B,
+        # and a batch must give exactly what single calls give
+        cosine = torch.stack([row @ u.double() for row in F.normalize(features.double(), dim=1)]).numpy() \
+            if len(features) else np.zeros(0)
         return np.asarray(stats.log_dual_hypercone_p_value(cosine, features.shape[1])), cosine, {}
 
 
