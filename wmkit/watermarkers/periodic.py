@@ -184,7 +184,7 @@ class Periodic(BitWatermarker):
         view = resample(y, PERIOD / period, angle) if (period != PERIOD or angle) else y
         freqs, _, sync, sync_signs = carrier(PERIOD, self.num_bits)
         mean, se = fold_coefficients(view, freqs)
-        shifts, phase = shift_phases(freqs)
+        shifts, phase = shift_phases(self.num_bits)
         # rotated coefficients (a - i b) e^{-i phi} for every shift: real part -> cos, -imag -> sin
         # a coefficient far below what one 8-bit level could make is rounding, the same on
         # every flat image: read as exact ties (coins, see break_ties), not as a message
@@ -234,15 +234,13 @@ def fold_coefficients(y: torch.Tensor, freqs: torch.Tensor, floor: float = TILE_
 
 
 @lru_cache(maxsize=4)
-def _shift_grid(count: int) -> torch.Tensor:
+def shift_phases(num_bits: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(shifts (S, 2) in pixels, e^{-i 2 pi k.d / P} (S, F)) for the carrier of ``num_bits``: a
+    fold read ``d`` pixels off the tile's origin has each coefficient turned by k.d; these
+    turn them back. The same for every reading, so made once."""
+    freqs = carrier(PERIOD, num_bits)[0]
     steps = torch.arange(0, PERIOD, SHIFT_STEP, dtype=torch.float64)
-    return torch.cartesian_prod(steps, steps)
-
-
-def shift_phases(freqs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(shifts (S, 2) in pixels, e^{-i 2 pi k.d / P} (S, F)): a fold read ``d`` pixels off the
-    tile's origin has each coefficient turned by k.d; these turn them back."""
-    shifts = _shift_grid(int(PERIOD / SHIFT_STEP))
+    shifts = torch.cartesian_prod(steps, steps)
     angle = 2 * math.pi * (shifts @ freqs.T) / PERIOD
     return shifts, torch.polar(torch.ones_like(angle), -angle)
 
