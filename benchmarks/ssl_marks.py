@@ -1,12 +1,12 @@
 """SSL latent-space marks (zero-bit and 32-bit) on the shipped backbone, beside RivaGAN and DwtDct,
 on photos the backbone never trained on.
 
-    python benchmarks/ssl_marks.py [--photos 24] [--size 256] [--keys 20] [--steps 100] [--backbone tiny]
+    python benchmarks/ssl_marks.py [--photos 24] [--size 256] [--keys 20] [--steps 100] [--backbone tiny [FOLDER ...]]
 
 1. Marking: every evaluation photo is marked by ssl_zero_bit and ssl_multi_bit (32 bits) at
    the default 42 dB floor; the PSNR of every marked image (min, mean) is checked against it.
 2. Detection rate at p < 1e-6 (zero-bit, multi-bit) and bit accuracy (multi-bit) under no
-   attack, JPEG 50, crop keeping 50% of the area, resize to 0.5, rotation by 10 degrees,
+   attack, JPEG 50, crop keeping 50% of the area (resized back, and as is), resize to 0.5, rotation by 10 degrees,
    Gaussian blur and brightness 1.5; RivaGAN and DwtDct mark the same photos at their own PSNR
    in the same run.
 3. Calibration: the false-positive rate at alpha 1e-2 and 1e-3 on the clean photos, clean and
@@ -18,6 +18,7 @@ on photos the backbone never trained on.
 """
 import argparse
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -28,7 +29,7 @@ from wmkit.attacks import parse_attack
 from wmkit.eval.metrics import binomial_upper_bound, psnr
 from wmkit.keys import generate_key
 
-ATTACKS = ["none", "jpeg:50", "center_crop:0.5", "resize:0.5", "rotate:10", "gaussian_blur:1", "brightness:1.5"]
+ATTACKS = ["none", "jpeg:50", "center_crop:0.5", "center_crop:0.5,resize_back=false", "resize:0.5", "rotate:10", "gaussian_blur:1", "brightness:1.5"]
 PEERS = ["rivagan", "dwtdct"]
 ALPHA = 1e-6
 LOOSE_ALPHA = 1e-3  # reported beside, to show how far below 1e-6 the misses are
@@ -91,7 +92,7 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=256)
     parser.add_argument("--keys", type=int, default=20)
     parser.add_argument("--steps", type=int, default=None, help="marking steps (default: the schemes' default)")
-    parser.add_argument("--backbone", default="tiny")
+    parser.add_argument("--backbone", nargs="+", default=["tiny"], help="one or more (tiny, or backbone folders): compared in one run")
     parser.add_argument("--timing-steps", type=int, nargs="*", default=[25, 50, 100, 200], help="(none: skip the timing)")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--psnr", type=float, nargs="+", default=[42.0], help="PSNR floors to mark the SSL schemes at (default: 42)")
@@ -101,13 +102,15 @@ def main() -> None:
     photos = data.crops(args.photos, size=args.size, group="evaluation", seed=11)
     options = {} if args.steps is None else {"steps": args.steps}
     schemes = {}
-    for psnr_floor in args.psnr:
-        suffix = "" if psnr_floor == 42 else f"@{psnr_floor:g}dB"
-        schemes["ssl_zero_bit" + suffix] = wmkit.create("ssl_zero_bit", backbone=args.backbone, target_psnr=psnr_floor, **options)
-        schemes["ssl_multi_bit" + suffix] = wmkit.create("ssl_multi_bit", backbone=args.backbone, num_bits=32,
-                                                         target_psnr=psnr_floor, **options)
+    for backbone in args.backbone:
+        tag = "" if len(args.backbone) == 1 else f"[{Path(backbone).name}]"
+        for psnr_floor in args.psnr:
+            suffix = tag + ("" if psnr_floor == 42 else f"@{psnr_floor:g}dB")
+            schemes["ssl_zero_bit" + suffix] = wmkit.create("ssl_zero_bit", backbone=backbone, target_psnr=psnr_floor, **options)
+            schemes["ssl_multi_bit" + suffix] = wmkit.create("ssl_multi_bit", backbone=backbone, num_bits=32,
+                                                             target_psnr=psnr_floor, **options)
     schemes.update({m: wmkit.create(m) for m in PEERS})
-    print(f"{args.photos} evaluation photos at {args.size} px, backbone '{args.backbone}', {torch.get_num_threads()} CPU threads")
+    print(f"{args.photos} evaluation photos at {args.size} px, backbones {args.backbone}, {torch.get_num_threads()} CPU threads")
 
     table = {}
     for method, wm in schemes.items():
@@ -119,10 +122,10 @@ def main() -> None:
         table[method] = (detection_rates(wm, key, marked), quality, seconds)
     print(f"\ndetection rate at p < {ALPHA:g} / at p < {LOOSE_ALPHA:g} (bit accuracy in brackets); PSNR of the mark "
           f"(min / mean); marking s/img")
-    print(f"{'method':<22}{'PSNR min/mean':>15}{'s/img':>7}" + "".join(f"{a:>22}" for a in ATTACKS))
+    print(f"{'method':<30}{'PSNR min/mean':>15}{'s/img':>7}" + "".join(f"{a:>22}" for a in ATTACKS))
     for method, (rows, quality, seconds) in table.items():
         cells = "".join(_cell(rows[a]) for a in ATTACKS)
-        print(f"{method:<22}{np.min(quality):7.2f} /{np.mean(quality):6.2f}{seconds:7.2f}{cells}")
+        print(f"{method:<30}{np.min(quality):7.2f} /{np.mean(quality):6.2f}{seconds:7.2f}{cells}")
     for method in (m for m in schemes if m.startswith("ssl_")):
         floor = schemes[method].target_psnr
         below = sum(q < floor for q in table[method][1])
@@ -130,10 +133,13 @@ def main() -> None:
 
     print(f"\ncalibration on the clean photos, {args.keys} keys pooled (99% binomial bound in brackets)")
     clean = attacked_versions(photos)
-    for method in ("ssl_zero_bit", "ssl_multi_bit"):
-        wm = next(w for w in schemes.values() if w.name == method)  # detection does not depend on the PSNR floor
-        keys = [generate_key(method, seed=5000 + i) for i in range(args.keys)]
-        print(f"  {method} ({'calibrated' if wm.null_model is not None else 'analytic'} p-values)")
+    seen = set()
+    for label, wm in schemes.items():
+        if not label.startswith("ssl_") or (wm.name, wm.model_name) in seen:
+            continue  # detection does not depend on the PSNR floor: one check per scheme and backbone
+        seen.add((wm.name, wm.model_name))
+        keys = [generate_key(wm.name, seed=5000 + i) for i in range(args.keys)]
+        print(f"  {label} ({'calibrated' if wm.null_model is not None else 'analytic'} p-values)")
         for spec, images in clean.items():
             images = usable(wm, images)
             signal = wm.extract(images)
@@ -147,9 +153,10 @@ def main() -> None:
     if not args.timing_steps:
         return
     print(f"\nmarking time per 512x512 image ({torch.get_num_threads()} threads)")
-    for method in ("ssl_zero_bit", "ssl_multi_bit"):
-        rows = marking_time(method, args.backbone, args.timing_steps)
-        print(f"  {method:<14}" + "  ".join(f"{steps} steps {seconds:.1f} s" for steps, seconds in rows))
+    for backbone in args.backbone:
+        for method in ("ssl_zero_bit", "ssl_multi_bit"):
+            rows = marking_time(method, backbone, args.timing_steps)
+            print(f"  {method:<14} {backbone}: " + "  ".join(f"{steps} steps {seconds:.1f} s" for steps, seconds in rows))
 
 
 if __name__ == "__main__":

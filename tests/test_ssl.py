@@ -199,3 +199,47 @@ def test_a_mark_on_a_large_photo_is_read_after_halving_its_size():
     clean, full, half = (float(r.score) for r in wm.detect([photo, marked, halved], key))
     assert abs(full) > abs(clean) + 0.2  # |cosine| with the key's direction went up
     assert abs(half - full) < 0.1 * abs(full)
+
+
+def test_antialiased_backbone_moves_less_under_a_one_pixel_shift(whitening_images):
+    """Blurred strides (``antialias=True``) are what lets a mark survive a shift, a crop or a
+    rotation: a strided network's feature of an image shifted by one pixel differs from the
+    image's own by a sizeable part of the difference between two images; with blurred strides
+    by far less (random weights: the property is the architecture's)."""
+    images = whitening_images[:6]
+
+    def shift_ratio(antialias):
+        torch.manual_seed(0)
+        model = TinyBackbone(width=8, out_dim=32, antialias=antialias).eval()
+        with torch.no_grad():
+            own, shifted = model(images), model(torch.roll(images, (1, 1), (2, 3)))
+        return float(((own - shifted).norm(dim=1) / (own - own.roll(1, 0)).norm(dim=1)).mean())
+
+    assert shift_ratio(True) < 0.5 * shift_ratio(False)
+
+
+def test_antialiased_backbone_saves_and_loads(tmp_path, whitening_images):
+    torch.manual_seed(0)
+    model = WhitenedBackbone(TinyBackbone(width=4, out_dim=16, antialias=True).eval(), 16)
+    with torch.no_grad():
+        model.fit_whitening(model.backbone(whitening_images))
+    save_whitened(model, tmp_path / "bb")
+    loaded = load_whitened(tmp_path / "bb")
+    assert loaded.backbone.config["antialias"] is True
+    x = whitening_images[:2]
+    assert torch.allclose(loaded(x), model(x), atol=1e-4)
+
+
+def test_backbone_recipe_resumes_where_its_checkpoint_stopped(tmp_path):
+    """A run stopped after 2 steps and resumed to 3 ends with the weights of a 3-step run."""
+    from wmkit.train.ssl_backbone import train
+
+    options = dict(minutes=None, width=4, dim=16, batch=4, size=48, count=8, fit_count=40)
+    train(out=tmp_path / "straight", steps=3, **options)
+    train(out=tmp_path / "split", steps=2, **options)
+    provenance = train(out=tmp_path / "split", steps=3, resume=True, **options)
+    assert provenance["steps"] == 3
+    x = torch.rand(2, 3, 64, 64)
+    assert torch.allclose(load_whitened(tmp_path / "split")(x), load_whitened(tmp_path / "straight")(x), atol=1e-4)
+    with pytest.raises(SystemExit, match="no checkpoint"):
+        train(out=tmp_path / "nothing", steps=1, resume=True, **options)

@@ -33,23 +33,45 @@ class Normalize(nn.Module):
         return (x - self.mean) / self.std
 
 
-class TinyBackbone(nn.Module):
-    """A small ResNet-style CNN (~0.6 M parameters) ending in global average pooling."""
+class BlurPool(nn.Module):
+    """Blur with the binomial [1, 2, 1] kernel, then keep every second pixel (Zhang, 2019,
+    "Making convolutional networks shift-invariant again"): a stride without aliasing."""
 
-    def __init__(self, width: int = 32, out_dim: int = 256):
+    def __init__(self, channels: int):
         super().__init__()
-        self.config = {"width": width, "out_dim": out_dim}
-        w = width
+        taps = torch.tensor([1.0, 2.0, 1.0])
+        kernel = (taps[:, None] * taps[None, :]) / 16.0
+        self.register_buffer("kernel", kernel.expand(channels, 1, 3, 3).clone(), persistent=False)
 
-        def block(cin, cout, stride):
-            return nn.Sequential(
-                nn.Conv2d(cin, cout, 3, stride, 1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True),
-                nn.Conv2d(cout, cout, 3, 1, 1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True),
-            )
+    def forward(self, x):
+        return F.conv2d(F.pad(x, (1, 1, 1, 1), mode="reflect"), self.kernel, stride=2, groups=x.shape[1])
+
+
+class TinyBackbone(nn.Module):
+    """A small ResNet-style CNN (~0.6 M parameters) ending in global average pooling.
+
+    ``antialias``: every stride-2 convolution becomes a stride-1 convolution, its batch norm
+    and ReLU, then ``BlurPool``. A strided network aliases: a mark optimised through it sits
+    on the sampling grid, and a shift of a few pixels, a rotation of one degree or a crop
+    undoes it (measured: docs/ssl.md); the blurred strides keep most of it."""
+
+    def __init__(self, width: int = 32, out_dim: int = 256, antialias: bool = False):
+        super().__init__()
+        self.config = {"width": width, "out_dim": out_dim, **({"antialias": True} if antialias else {})}
+        w = width
+        stride = 1 if antialias else 2
+
+        def conv_bn_relu(cin, cout, kernel, s):
+            layers = [nn.Conv2d(cin, cout, kernel, stride if s == 2 else 1, kernel // 2, bias=False),
+                      nn.BatchNorm2d(cout), nn.ReLU(inplace=True)]
+            return layers + ([BlurPool(cout)] if s == 2 and antialias else [])
+
+        def block(cin, cout, s):
+            return nn.Sequential(*conv_bn_relu(cin, cout, 3, s), *conv_bn_relu(cout, cout, 3, 1))
 
         self.normalize = Normalize()
         self.features = nn.Sequential(
-            nn.Conv2d(3, w, 5, 2, 2, bias=False), nn.BatchNorm2d(w), nn.ReLU(inplace=True),
+            *conv_bn_relu(3, w, 5, 2),
             block(w, w, 1), block(w, 2 * w, 2), block(2 * w, 4 * w, 2), block(4 * w, 8 * w, 2),
         )
         self.head = nn.Linear(8 * w, out_dim)
@@ -189,7 +211,8 @@ def load_whitened(folder: str | Path) -> WhitenedBackbone:
     if config.get("type") == "resnet50":
         backbone, dim = ResNet50(), 2048
     else:
-        backbone, dim = TinyBackbone(width=config["width"], out_dim=config["out_dim"]), config["out_dim"]
+        backbone = TinyBackbone(width=config["width"], out_dim=config["out_dim"], antialias=config.get("antialias", False))
+        dim = config["out_dim"]
     model = WhitenedBackbone(backbone, dim)
     state = load_file(folder / "model.safetensors")
     if "whiten" in state:  # the whitened dimension is fitted, not configured

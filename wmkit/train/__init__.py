@@ -25,3 +25,25 @@ def training_device(name: str = "cpu") -> torch.device:
 def autocast(device: torch.device):
     """bfloat16 autocast on a GPU (twice the speed of fp32 for these convolutions), nothing on the CPU."""
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
+
+
+def save_checkpoint(path, state: dict) -> None:
+    """``torch.save(state)`` to ``path`` atomically (a temporary file beside it, then a rename), so a
+    run stopped mid-write leaves the previous checkpoint whole."""
+    import os
+    from pathlib import Path
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(path.name + ".partial")
+    torch.save(state, temporary)
+    os.replace(temporary, path)
+
+
+def load_checkpoint(path) -> dict:
+    """What ``save_checkpoint`` wrote; a clear exit when there is none to resume from."""
+    from pathlib import Path
+
+    if not Path(path).is_file():
+        raise SystemExit(f"--resume: no checkpoint at {path} (start without --resume)")
+    return torch.load(path, map_location="cpu", weights_only=False)

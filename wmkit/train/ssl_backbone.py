@@ -38,7 +38,7 @@ import torch.nn.functional as F
 from .. import data
 from ..data.sampler import data_provenance, load_sources
 from ..attacks import parse_attack
-from . import training_device
+from . import load_checkpoint, save_checkpoint, training_device
 from ..models.backbone import TinyBackbone, WhitenedBackbone, save_whitened
 
 VIEW_ATTACKS = ["random_crop@{s}", "gaussian_blur@{s}", "jpeg_diff@{s}", "gaussian_noise@{s}", "brightness@{s}",
@@ -131,17 +131,39 @@ def load_training_images(count: int, size: int, seed: int, photos: list[torch.Te
 def train(*, out: Path, minutes: Optional[float], steps: Optional[int], width: int = 32, dim: int = 256,
           batch: int = 32, size: int = 96, count: int = 600, seed: int = 0, images_dir: Optional[str] = None,
           objective: str = "vicreg", markability_weight: float = 10.0, fit_count: int = 1200,
-          device: str = "cpu", corpus: Optional[str] = None) -> dict:
+          device: str = "cpu", corpus: Optional[str] = None, antialias: bool = True, resume: bool = False,
+          checkpoint_every: float = 300.0) -> dict:
+    """Train, checkpointing to ``out/checkpoint.pt`` every ``checkpoint_every`` seconds; ``resume``
+    continues from it (``minutes`` is then this run's budget, ``steps`` the total)."""
     dev = training_device(device)
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)
     photos = training_photos(images_dir, corpus)
     images = load_training_images(count, 128, seed, photos).to(dev)
-    model = TinyBackbone(width=width, out_dim=dim).to(dev)
+    model = TinyBackbone(width=width, out_dim=dim, antialias=antialias).to(dev)
     projector = torch.nn.Sequential(torch.nn.Linear(dim, 256), torch.nn.ReLU(), torch.nn.Linear(256, 64)).to(dev)
     params = list(model.parameters()) + list(projector.parameters())
     optimiser = torch.optim.AdamW(params, lr=2e-3, weight_decay=1e-4)
-    start, step, losses, moves = time.perf_counter(), 0, [], []
+    step, losses, moves, seconds_before = 0, [], [], 0.0
+    checkpoint = Path(out) / "checkpoint.pt"
+    if resume:
+        state = load_checkpoint(checkpoint)
+        if state["config"] != model.config:
+            raise SystemExit(f"--resume: {checkpoint} is of another architecture ({state['config']} != {model.config})")
+        model.load_state_dict(state["model"])
+        projector.load_state_dict(state["projector"])
+        optimiser.load_state_dict(state["optimiser"])
+        generator.set_state(state["generator"])
+        step, losses, moves, seconds_before = state["step"], state["losses"], state["moves"], state["seconds"]
+        print(f"resumed at step {step} ({seconds_before:.0f} s trained)", flush=True)
+    start = last_save = time.perf_counter()
+
+    def save() -> None:
+        save_checkpoint(checkpoint, {"config": model.config, "model": model.state_dict(), "projector": projector.state_dict(),
+                                     "optimiser": optimiser.state_dict(), "generator": generator.get_state(), "step": step,
+                                     "losses": losses, "moves": moves,
+                                     "seconds": seconds_before + time.perf_counter() - start})
+
     budget = minutes * 60 if minutes is not None else float("inf")
     total = steps if steps is not None else 10**9
     model.train()
@@ -166,9 +188,13 @@ def train(*, out: Path, minutes: Optional[float], steps: Optional[int], width: i
         step += 1
         if step % 50 == 0:
             print(f"step {step}  loss {sum(losses[-50:]) / 50:.3f}  moved {sum(moves[-50:]) / 50:.2f} sd  "
-                  f"{time.perf_counter() - start:.0f} s", flush=True)
+                  f"{seconds_before + time.perf_counter() - start:.0f} s", flush=True)
+        if time.perf_counter() - last_save > checkpoint_every:
+            save()
+            last_save = time.perf_counter()
+    save()
     whitened = fit_whitening(model.cpu(), fit_count=fit_count, seed=seed + 1, photos=photos, device=dev)
-    provenance = {"steps": step, "seconds": round(time.perf_counter() - start), "final_loss": round(sum(losses[-50:]) / max(1, len(losses[-50:])), 4),
+    provenance = {"steps": step, "seconds": round(seconds_before + time.perf_counter() - start), "final_loss": round(sum(losses[-50:]) / max(1, len(losses[-50:])), 4),
                   "batch": batch, "view_size": size, "train_images": count, "data": data_provenance(corpus, images_dir),
                   "objective": objective, "markability_weight": markability_weight,
                   "markability_moved_sd": round(sum(moves[-50:]) / max(1, len(moves[-50:])), 3),
@@ -210,6 +236,9 @@ def main(argv=None) -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--count", type=int, default=600, help="number of training crops (128 px)")
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (the weights are saved from a CPU copy)")
+    parser.add_argument("--no-antialias", dest="antialias", action="store_false",
+                        help="plain stride-2 convolutions (the backbone shipped before 2026-12-01)")
+    parser.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt (saved every 5 minutes)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     from ..calibration import weights_dir
@@ -217,7 +246,8 @@ def main(argv=None) -> None:
     out = Path(args.out) if args.out else weights_dir() / "ssl-backbone"
     print(json.dumps(train(out=out, minutes=args.minutes, steps=args.steps, width=args.width, images_dir=args.images_dir,
                            objective=args.objective, batch=args.batch, size=args.size, markability_weight=args.markability,
-                           count=args.count, device=args.device, corpus=args.corpus)))
+                           count=args.count, device=args.device, corpus=args.corpus, antialias=args.antialias,
+                           resume=args.resume)))
 
 
 if __name__ == "__main__":
