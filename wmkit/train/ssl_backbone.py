@@ -237,7 +237,7 @@ def main(argv=None) -> None:
     parser.add_argument("--count", type=int, default=600, help="number of training crops (128 px)")
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (the weights are saved from a CPU copy)")
     parser.add_argument("--no-antialias", dest="antialias", action="store_false",
-                        help="plain stride-2 convolutions (the backbone shipped before 2026-12-01)")
+                        help="plain stride-2 convolutions (the architecture of the shipped backbone)")
     parser.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt (saved every 5 minutes)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
