@@ -81,19 +81,19 @@ def main() -> None:
             with torch.no_grad():
                 return wm.backbone(to_working(image[None].float()))[0]
 
-        def cosine(image):
-            return abs(float(F.normalize(feature(image), dim=0) @ u))
+        def cosine(f):
+            return abs(float(F.normalize(f, dim=0) @ u))
 
         print(f"\nbackbone {spec}: {wm.backbone.dim} whitened dimensions, {args.photos} photos at 512 px, "
               f"{args.psnr:g} dB, marking {seconds:.1f} s/img")
-        print(f"  {'none':<24} |cos| median {np.median([cosine(m) for m in marked]):.2f}")
+        pushes = [float((feature(m) - feature(c)) @ u) for m, c in zip(marked, photos)]
+        print(f"  {'none':<24} |cos| median {np.median([cosine(feature(m)) for m in marked]):.2f}")
         for name, transform in TRANSFORMS.items():
             kept, cosines = [], []
-            for m, c in zip(marked, photos):
-                before = float((feature(m) - feature(c)) @ u)
-                after = float((feature(apply(transform, m)) - feature(apply(transform, c))) @ u)
-                kept.append(after / before)
-                cosines.append(cosine(apply(transform, m)))
+            for m, c, before in zip(marked, photos, pushes):
+                after_marked = feature(apply(transform, m))
+                kept.append(float((after_marked - feature(apply(transform, c))) @ u) / before)
+                cosines.append(cosine(after_marked))
             print(f"  {name:<24} kept median {np.median(kept):+.2f} (min {np.min(kept):+.2f}, max {np.max(kept):+.2f})"
                   f"   |cos| median {np.median(cosines):.2f}")
 

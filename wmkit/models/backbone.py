@@ -59,10 +59,9 @@ class TinyBackbone(nn.Module):
         super().__init__()
         self.config = {"width": width, "out_dim": out_dim, **({"antialias": True} if antialias else {})}
         w = width
-        stride = 1 if antialias else 2
 
         def conv_bn_relu(cin, cout, kernel, s):
-            layers = [nn.Conv2d(cin, cout, kernel, stride if s == 2 else 1, kernel // 2, bias=False),
+            layers = [nn.Conv2d(cin, cout, kernel, 1 if antialias else s, kernel // 2, bias=False),
                       nn.BatchNorm2d(cout), nn.ReLU(inplace=True)]
             return layers + ([BlurPool(cout)] if s == 2 and antialias else [])
 

@@ -28,16 +28,15 @@ def autocast(device: torch.device):
 
 
 def save_checkpoint(path, state: dict) -> None:
-    """``torch.save(state)`` to ``path`` atomically (a temporary file beside it, then a rename), so a
-    run stopped mid-write leaves the previous checkpoint whole."""
-    import os
-    from pathlib import Path
+    """``torch.save(state)`` to ``path`` atomically (``wmkit.atomic.write_bytes``), so a run stopped
+    mid-write leaves the previous checkpoint whole."""
+    import io
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(path.name + ".partial")
-    torch.save(state, temporary)
-    os.replace(temporary, path)
+    from ..atomic import write_bytes
+
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    write_bytes(path, buffer.getvalue(), overwrite=True)
 
 
 def load_checkpoint(path) -> dict:
