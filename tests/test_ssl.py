@@ -218,16 +218,51 @@ def test_antialiased_backbone_moves_less_under_a_one_pixel_shift(whitening_image
     assert shift_ratio(True) < 0.5 * shift_ratio(False)
 
 
-def test_antialiased_backbone_saves_and_loads(tmp_path, whitening_images):
+@pytest.mark.parametrize("options", [{"antialias": True}, {"antialias": True, "standardize": True}])
+def test_backbone_variants_save_and_load(tmp_path, whitening_images, options):
     torch.manual_seed(0)
-    model = WhitenedBackbone(TinyBackbone(width=4, out_dim=16, antialias=True).eval(), 16)
+    model = WhitenedBackbone(TinyBackbone(width=4, out_dim=16, **options).eval(), 16)
     with torch.no_grad():
         model.fit_whitening(model.backbone(whitening_images))
     save_whitened(model, tmp_path / "bb")
     loaded = load_whitened(tmp_path / "bb")
-    assert loaded.backbone.config["antialias"] is True
+    assert {k: loaded.backbone.config.get(k) for k in options} == options
     x = whitening_images[:2]
     assert torch.allclose(loaded(x), model(x), atol=1e-4)
+
+
+def test_standardized_backbone_ignores_brightness_and_contrast(whitening_images):
+    """Without clipping, a gain (brightness) or a blend with grey (contrast) changes next to
+    nothing a ``standardize=True`` backbone computes; the same weights without it move."""
+    # no pixel clips at either attack below, and no image is flat enough for Standardize's floor
+    textured = whitening_images[whitening_images.std(dim=(1, 2, 3)).argsort(descending=True)[:4]]
+    images = 0.1 + 0.6 * textured
+    brighter, flatter = images * 1.4, images.mean(dim=(1, 2, 3), keepdim=True) * 0.3 + images * 0.7
+
+    def moved(standardize):
+        torch.manual_seed(0)  # Standardize has no parameters: the same weights either way
+        # float64: a random network's features are small enough for float32 rounding to blur the comparison
+        model = TinyBackbone(width=8, out_dim=32, standardize=standardize).eval().double()
+        with torch.no_grad():
+            own = model(images.double())
+            return [float((model(other.double()) - own).norm(dim=1).max()) for other in (brighter, flatter)]
+
+    for standardized, plain in zip(moved(True), moved(False)):
+        assert plain > 0 and standardized < 1e-3 * plain
+
+
+def test_backbone_recipe_starts_from_another_architectures_checkpoint(tmp_path):
+    """``init``: a plain run's weights start a standardized run; provenance names the first run."""
+    from wmkit.train.ssl_backbone import train
+
+    options = dict(minutes=None, width=4, dim=16, batch=4, size=48, count=8, fit_count=40)
+    train(out=tmp_path / "plain", steps=2, **options)
+    provenance = train(out=tmp_path / "std", steps=1, standardize=True, init=tmp_path / "plain" / "checkpoint.pt",
+                       **options)
+    assert provenance["initialised_from"]["steps"] == 2 and "standardize" not in provenance["initialised_from"]["config"]
+    assert load_whitened(tmp_path / "std").backbone.config["standardize"] is True
+    with pytest.raises(SystemExit, match="does not fit"):
+        train(out=tmp_path / "wide", steps=1, init=tmp_path / "plain" / "checkpoint.pt", **{**options, "width": 8})
 
 
 def test_backbone_recipe_resumes_where_its_checkpoint_stopped(tmp_path):

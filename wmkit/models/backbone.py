@@ -33,6 +33,19 @@ class Normalize(nn.Module):
         return (x - self.mean) / self.std
 
 
+class Standardize(nn.Module):
+    """Each image's channels shifted to the mean and its pixels scaled to the spread of an average
+    photo: brightness (a gain) and contrast (a blend with grey) then change nothing the network
+    sees, except where they clip. Marks read through it survive those attacks by construction."""
+
+    MEAN, STD = 0.45, 0.25
+
+    def forward(self, x):
+        centred = x - x.mean(dim=(2, 3), keepdim=True)
+        spread = centred.pow(2).mean(dim=(1, 2, 3), keepdim=True).clamp_min(0.02 ** 2).sqrt()  # flat images: no 1/0, no NaN gradient
+        return centred / spread * self.STD + self.MEAN
+
+
 class BlurPool(nn.Module):
     """Blur with the binomial [1, 2, 1] kernel, then keep every second pixel (Zhang, 2019,
     "Making convolutional networks shift-invariant again"): a stride without aliasing."""
@@ -53,11 +66,15 @@ class TinyBackbone(nn.Module):
     ``antialias``: every stride-2 convolution becomes a stride-1 convolution, its batch norm
     and ReLU, then ``BlurPool``. A strided network aliases: a mark optimised through it sits
     on the sampling grid, and a shift of a few pixels, a rotation of one degree or a crop
-    undoes it (measured: docs/ssl.md); the blurred strides keep most of it."""
+    undoes it (measured: docs/ssl.md); the blurred strides keep most of it.
 
-    def __init__(self, width: int = 32, out_dim: int = 256, antialias: bool = False):
+    ``standardize``: every image goes through ``Standardize`` first (brightness and contrast
+    invariance by construction)."""
+
+    def __init__(self, width: int = 32, out_dim: int = 256, antialias: bool = False, standardize: bool = False):
         super().__init__()
-        self.config = {"width": width, "out_dim": out_dim, **({"antialias": True} if antialias else {})}
+        self.config = {"width": width, "out_dim": out_dim, **({"antialias": True} if antialias else {}),
+                       **({"standardize": True} if standardize else {})}
         w = width
 
         def conv_bn_relu(cin, cout, kernel, s):
@@ -68,7 +85,7 @@ class TinyBackbone(nn.Module):
         def block(cin, cout, s):
             return nn.Sequential(*conv_bn_relu(cin, cout, 3, s), *conv_bn_relu(cout, cout, 3, 1))
 
-        self.normalize = Normalize()
+        self.normalize = nn.Sequential(Standardize(), Normalize()) if standardize else Normalize()
         self.features = nn.Sequential(
             *conv_bn_relu(3, w, 5, 2),
             block(w, w, 1), block(w, 2 * w, 2), block(2 * w, 4 * w, 2), block(4 * w, 8 * w, 2),
@@ -210,7 +227,8 @@ def load_whitened(folder: str | Path) -> WhitenedBackbone:
     if config.get("type") == "resnet50":
         backbone, dim = ResNet50(), 2048
     else:
-        backbone = TinyBackbone(width=config["width"], out_dim=config["out_dim"], antialias=config.get("antialias", False))
+        backbone = TinyBackbone(width=config["width"], out_dim=config["out_dim"], antialias=config.get("antialias", False),
+                                standardize=config.get("standardize", False))
         dim = config["out_dim"]
     model = WhitenedBackbone(backbone, dim)
     state = load_file(folder / "model.safetensors")

@@ -89,7 +89,8 @@ def vicreg(z1: torch.Tensor, z2: torch.Tensor, *, invariance: float = 25.0, vari
 
 # whitening crops by size: marks are read at any size, so the null is fitted across sizes
 WHITENING_SIZES = {128: 0.5, 256: 0.3, 384: 0.2}
-MARKABILITY_ATTACKS = ["identity", "random_crop@{s}", "resize@{s}", "jpeg_diff@{s}", "gaussian_blur@{s}", "brightness@{s}", "rotate@{s}"]
+MARKABILITY_ATTACKS = ["identity", "random_crop@{s}", "resize@{s}", "jpeg_diff@{s}", "gaussian_blur@{s}", "brightness@{s}",
+                       "contrast@{s}", "rotate@{s}"]
 
 
 def markability(model: torch.nn.Module, views: torch.Tensor, generator: torch.Generator, *, psnr: float = 42.0,
@@ -131,20 +132,22 @@ def load_training_images(count: int, size: int, seed: int, photos: list[torch.Te
 def train(*, out: Path, minutes: Optional[float], steps: Optional[int], width: int = 32, dim: int = 256,
           batch: int = 32, size: int = 96, count: int = 600, seed: int = 0, images_dir: Optional[str] = None,
           objective: str = "vicreg", markability_weight: float = 10.0, fit_count: int = 1200,
-          device: str = "cpu", corpus: Optional[str] = None, antialias: bool = True, resume: bool = False,
-          checkpoint_every: float = 300.0) -> dict:
+          device: str = "cpu", corpus: Optional[str] = None, antialias: bool = True, standardize: bool = False,
+          resume: bool = False, init: Optional[Path] = None, checkpoint_every: float = 300.0) -> dict:
     """Train, checkpointing to ``out/checkpoint.pt`` every ``checkpoint_every`` seconds; ``resume``
-    continues from it (``minutes`` is then this run's budget, ``steps`` the total)."""
+    continues from it (``minutes`` is then this run's budget, ``steps`` the total). ``init``: start
+    from the weights of another run's checkpoint whose architecture differs only in parameter-free
+    modules (``standardize``); the optimiser starts afresh and the step count from zero."""
     dev = training_device(device)
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)
     photos = training_photos(images_dir, corpus)
     images = load_training_images(count, 128, seed, photos).to(dev)
-    model = TinyBackbone(width=width, out_dim=dim, antialias=antialias).to(dev)
+    model = TinyBackbone(width=width, out_dim=dim, antialias=antialias, standardize=standardize).to(dev)
     projector = torch.nn.Sequential(torch.nn.Linear(dim, 256), torch.nn.ReLU(), torch.nn.Linear(256, 64)).to(dev)
     params = list(model.parameters()) + list(projector.parameters())
     optimiser = torch.optim.AdamW(params, lr=2e-3, weight_decay=1e-4)
-    step, losses, moves, seconds_before = 0, [], [], 0.0
+    step, losses, moves, seconds_before, initialised_from = 0, [], [], 0.0, None
     checkpoint = Path(out) / "checkpoint.pt"
     if resume:
         state = load_checkpoint(checkpoint)
@@ -155,13 +158,16 @@ def train(*, out: Path, minutes: Optional[float], steps: Optional[int], width: i
         optimiser.load_state_dict(state["optimiser"])
         generator.set_state(state["generator"])
         step, losses, moves, seconds_before = state["step"], state["losses"], state["moves"], state["seconds"]
+        initialised_from = state.get("initialised_from")
         print(f"resumed at step {step} ({seconds_before:.0f} s trained)", flush=True)
+    elif init is not None:
+        initialised_from = _initialise(model, projector, Path(init))
     start = last_save = time.perf_counter()
 
     def save() -> None:
         save_checkpoint(checkpoint, {"config": model.config, "model": model.state_dict(), "projector": projector.state_dict(),
                                      "optimiser": optimiser.state_dict(), "generator": generator.get_state(), "step": step,
-                                     "losses": losses, "moves": moves,
+                                     "losses": losses, "moves": moves, "initialised_from": initialised_from,
                                      "seconds": seconds_before + time.perf_counter() - start})
 
     budget = minutes * 60 if minutes is not None else float("inf")
@@ -199,9 +205,28 @@ def train(*, out: Path, minutes: Optional[float], steps: Optional[int], width: i
                   "objective": objective, "markability_weight": markability_weight,
                   "markability_moved_sd": round(sum(moves[-50:]) / max(1, len(moves[-50:])), 3),
                   "whitening": f"{fit_count} crops at sizes {WHITENING_SIZES}", "recipe": "python -m wmkit.train.ssl_backbone",
-                  "device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu"}
+                  "device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu",
+                  **({"initialised_from": initialised_from} if initialised_from else {})}
     save_whitened(whitened.half(), out, provenance=provenance)
     return provenance
+
+
+def _initialise(model: TinyBackbone, projector: torch.nn.Module, checkpoint: Path) -> dict:
+    """Load another run's weights into ``model`` and ``projector``; returns what provenance records of
+    that run. Only parameter-free modules (the input normalisation) may differ."""
+    state = load_checkpoint(checkpoint)
+    weights = {k: v for k, v in state["model"].items() if not k.startswith("normalize.")}
+    try:
+        missing, unexpected = model.load_state_dict(weights, strict=False)
+        projector.load_state_dict(state["projector"])
+    except RuntimeError as exc:  # a shape differs
+        raise SystemExit(f"--init: {checkpoint} does not fit this architecture ({str(exc).splitlines()[-1].strip()})") from None
+    missing = [k for k in missing if not k.startswith("normalize.")]
+    if missing or unexpected:
+        raise SystemExit(f"--init: {checkpoint} does not fit this architecture (missing {missing[:3]}, unexpected {unexpected[:3]})")
+    print(f"initialised from {checkpoint} (step {state['step']}, {state['seconds']:.0f} s trained)", flush=True)
+    return {"config": state["config"], "steps": state["step"], "seconds": round(state["seconds"]),
+            **({"initialised_from": state["initialised_from"]} if state.get("initialised_from") else {})}
 
 
 def fit_whitening(model: TinyBackbone, *, fit_count: int, seed: int, photos: list[torch.Tensor],
@@ -238,7 +263,10 @@ def main(argv=None) -> None:
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (the weights are saved from a CPU copy)")
     parser.add_argument("--no-antialias", dest="antialias", action="store_false",
                         help="plain stride-2 convolutions (the architecture of the shipped backbone)")
+    parser.add_argument("--standardize", action="store_true",
+                        help="standardise each image's brightness and contrast before the network (models.backbone.Standardize)")
     parser.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt (saved every 5 minutes)")
+    parser.add_argument("--init", default=None, help="start from another run's checkpoint.pt (fine-tuning)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     from ..calibration import weights_dir
@@ -247,7 +275,7 @@ def main(argv=None) -> None:
     print(json.dumps(train(out=out, minutes=args.minutes, steps=args.steps, width=args.width, images_dir=args.images_dir,
                            objective=args.objective, batch=args.batch, size=args.size, markability_weight=args.markability,
                            count=args.count, device=args.device, corpus=args.corpus, antialias=args.antialias,
-                           resume=args.resume)))
+                           standardize=args.standardize, resume=args.resume, init=args.init)))
 
 
 if __name__ == "__main__":
