@@ -231,6 +231,22 @@ def test_backbone_variants_save_and_load(tmp_path, whitening_images, options):
     assert torch.allclose(loaded(x), model(x), atol=1e-4)
 
 
+@pytest.mark.parametrize("options", [{}, {"antialias": True, "standardize": True}])
+def test_inference_copy_folds_batch_norms_and_keeps_the_features(whitening_images, options):
+    from wmkit.models.backbone import for_inference
+
+    torch.manual_seed(0)
+    model = TinyBackbone(width=8, out_dim=32, **options)
+    with torch.no_grad():
+        model.train()(whitening_images)  # batch-norm statistics that are not the identity
+        model.eval()
+        fast = for_inference(model)
+        assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in fast.modules())
+        assert any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())  # the original is untouched
+        reference = model(whitening_images[:4])
+        assert torch.allclose(fast(whitening_images[:4]), reference, atol=1e-4 * float(reference.abs().max()))
+
+
 def test_standardized_backbone_ignores_brightness_and_contrast(whitening_images):
     """Without clipping, a gain (brightness) or a blend with grey (contrast) changes next to
     nothing a ``standardize=True`` backbone computes; the same weights without it move."""

