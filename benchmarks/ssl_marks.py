@@ -4,7 +4,7 @@ on photos the backbone never trained on.
     python benchmarks/ssl_marks.py [--photos 24] [--size 256] [--keys 20] [--steps 100] [--backbone tiny [FOLDER ...]]
 
 1. Marking: every evaluation photo is marked by ssl_zero_bit and ssl_multi_bit (32 bits) at
-   the default 42 dB floor; the PSNR of every marked image (min, mean) is checked against it.
+   the default 40 dB floor; the PSNR of every marked image (min, mean) is checked against it.
 2. Detection rate at p < 1e-6 (zero-bit, multi-bit) and bit accuracy (multi-bit) under no
    attack, JPEG 50, crop keeping 50% of the area (resized back, and as is), resize to 0.5, rotation by 10 degrees,
    Gaussian blur and brightness 1.5; RivaGAN and DwtDct mark the same photos at their own PSNR
@@ -28,6 +28,7 @@ from wmkit import data
 from wmkit.attacks import parse_attack
 from wmkit.eval.metrics import binomial_upper_bound, psnr
 from wmkit.keys import generate_key
+from wmkit.watermarkers.ssl import DEFAULT_PSNR
 
 ATTACKS = ["none", "jpeg:50", "center_crop:0.5", "center_crop:0.5,resize_back=false", "resize:0.5", "rotate:10", "gaussian_blur:1", "brightness:1.5"]
 PEERS = ["rivagan", "dwtdct"]
@@ -95,7 +96,7 @@ def main() -> None:
     parser.add_argument("--backbone", nargs="+", default=["tiny"], help="one or more (tiny, or backbone folders): compared in one run")
     parser.add_argument("--timing-steps", type=int, nargs="*", default=[25, 50, 100, 200], help="(none: skip the timing)")
     parser.add_argument("--threads", type=int, default=None)
-    parser.add_argument("--psnr", type=float, nargs="+", default=[42.0], help="PSNR floors to mark the SSL schemes at (default: 42)")
+    parser.add_argument("--psnr", type=float, nargs="+", default=[DEFAULT_PSNR], help=f"PSNR floors to mark the SSL schemes at (default: {DEFAULT_PSNR:g})")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -105,7 +106,7 @@ def main() -> None:
     for backbone in args.backbone:
         tag = "" if len(args.backbone) == 1 else f"[{Path(backbone).name}]"
         for psnr_floor in args.psnr:
-            suffix = tag + ("" if psnr_floor == 42 else f"@{psnr_floor:g}dB")
+            suffix = tag + ("" if psnr_floor == DEFAULT_PSNR else f"@{psnr_floor:g}dB")
             schemes["ssl_zero_bit" + suffix] = wmkit.create("ssl_zero_bit", backbone=backbone, target_psnr=psnr_floor, **options)
             schemes["ssl_multi_bit" + suffix] = wmkit.create("ssl_multi_bit", backbone=backbone, num_bits=32,
                                                              target_psnr=psnr_floor, **options)
