@@ -18,11 +18,16 @@ rewards how far the feature moved along r, in units of its spread over the batch
 (capped at 4). It trains exactly what marking needs: directions a small change
 can move and an attack does not undo; the variance term keeps the units honest.
 
+The shipped backbone came from two runs (weights/README.md): blurred strides first, then
+``--standardize --init FIRST/checkpoint.pt`` (the same weights behind a front end that
+standardises each image's brightness and contrast). Runs checkpoint every 5 minutes; ``--resume``
+continues one.
+
 Then PCA whitening is fitted on features of other crops and saved with the
 backbone (safetensors, fp16).
 
-Data: crops of the *calibration* photo group (wmkit.data), or any folder of
-images with --images-dir. Nothing is downloaded.
+Data: crops of a training corpus (--corpus; python -m wmkit.data corpus build), of any folder
+of images (--images-dir), or of the *calibration* photo group (wmkit.data). Nothing is downloaded.
 """
 from __future__ import annotations
 
@@ -262,7 +267,7 @@ def main(argv=None) -> None:
     parser.add_argument("--count", type=int, default=600, help="number of training crops (128 px)")
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (the weights are saved from a CPU copy)")
     parser.add_argument("--no-antialias", dest="antialias", action="store_false",
-                        help="plain stride-2 convolutions (the architecture of the shipped backbone)")
+                        help="plain stride-2 convolutions (the architecture of the backbone shipped before 2026-12-01)")
     parser.add_argument("--standardize", action="store_true",
                         help="standardise each image's brightness and contrast before the network (models.backbone.Standardize)")
     parser.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt (saved every 5 minutes)")
