@@ -228,16 +228,11 @@ def for_inference(model: nn.Module) -> nn.Module:
 
     model = copy.deepcopy(model).eval()
     for sequence in [m for m in model.modules() if isinstance(m, nn.Sequential)]:
-        children, fused = list(sequence.children()), []
-        while children:
-            first = children.pop(0)
-            if isinstance(first, nn.Conv2d) and children and isinstance(children[0], nn.BatchNorm2d):
-                first = fuse_conv_bn_eval(first, children.pop(0))
-            fused.append(first)
-        for name in list(sequence._modules):
-            del sequence._modules[name]
-        for index, module in enumerate(fused):
-            sequence.add_module(str(index), module)
+        children = list(sequence.named_children())
+        for (name, conv), (norm_name, norm) in zip(children, children[1:]):
+            if isinstance(conv, nn.Conv2d) and isinstance(norm, nn.BatchNorm2d):
+                setattr(sequence, name, fuse_conv_bn_eval(conv, norm))
+                setattr(sequence, norm_name, nn.Identity())
     return model.requires_grad_(False).to(memory_format=torch.channels_last)
 
 
