@@ -265,20 +265,22 @@ def test_angle_scan_finds_the_peak_coarse_to_fine_and_gives_up_on_nothing():
         for peak in np.arange(centre - 4, centre + 5):
             calls = []
 
-            def score(a):
-                calls.append(a)
-                return 8.0 - abs(a - peak) * 1.5  # a mark peaking at `peak`, falling off both ways
+            def score(angles):
+                calls.append(list(angles))
+                return [8.0 - abs(a - peak) * 1.5 for a in angles]  # a mark peaking at `peak`, falling off both ways
 
             best, scores = scan_angles(centre, score)
             assert best == peak, (centre, peak, scores)
-            assert len(calls) <= 5 and len(set(calls)) == len(calls)
-            assert set(scores) == set(calls)
+            read = [a for batch in calls for a in batch]
+            assert len(read) <= 5 and len(set(read)) == len(read)
+            assert set(scores) == set(read)
+            assert len(calls) == 2 and len(calls[0]) == 3  # one batch per round: the first readings, then the refinement
     # the identity is never a candidate; a centre next to it reads its neighbours
-    best, scores = scan_angles(1.0, lambda a: -abs(a), window=1.0)
+    best, scores = scan_angles(1.0, lambda angles: [-abs(a) for a in angles], window=1.0)
     assert 0.0 not in scores and best in (1.0, 2.0) and set(scores) == {1.0, 2.0}
-    best, scores = scan_angles(0.0, lambda a: a, window=1.0)
+    best, scores = scan_angles(0.0, lambda angles: list(angles), window=1.0)
     assert set(scores) == {-1.0, 1.0} and best == 1.0
     # nothing reaches the give-up level: only the first readings are made
     calls = []
-    scan_angles(10.0, lambda a: calls.append(a) or 1.0, give_up_below=2.5)
+    scan_angles(10.0, lambda angles: calls.extend(angles) or [1.0] * len(angles), give_up_below=2.5)
     assert sorted(calls) == [7.0, 10.0, 13.0]

@@ -118,6 +118,11 @@ def load_pipeline(
             )
     if device is not None:
         pipe = pipe.to(device)
+    # channels-last convolution weights (the values are unchanged): measured on the 2-core CPU
+    # with the tiny pipeline, a 2-step inversion of a 256 px image 0.25 -> 0.17 s and a 10-step
+    # one 0.64 -> 0.54 s; diffusers recommends the same layout for its UNets on GPUs
+    for module in (pipe.vae, pipe.unet):
+        module.to(memory_format=torch.channels_last)
     pipe.set_progress_bar_config(disable=not progress)
     return pipe
 

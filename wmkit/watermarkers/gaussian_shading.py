@@ -248,10 +248,13 @@ class GaussianShading(InitialNoiseWatermarker):
         identity = self._log_p(self._best_nonce(prepared["identity"], patterns)[0], prepared["identity"][2])
         located_z, located = self._locate(prepared["undone"], _search_candidates(), patterns)
 
-        def read(image, angle, zoom, steps=None):
-            undone = self._image_undo(self._sized(image), (height, width), angle, zoom, steps=steps)
+        def read(undone, angle, zoom):
             reading = self._reading(undone, _inside(height, width, angle, zoom))
             return reading, float(self._log_p(self._best_nonce(reading, patterns)[0], reading[2])[0])
+
+        def scan_scores(image, angles):  # -log p of each angle's short reading, inverted as one batch
+            undone = self._rotations_undone(self._sized(image), (height, width), angles, steps=SEARCH_SCAN_STEPS)
+            return [-read(u[None], a, 1.0)[1] for u, a in zip(undone, angles)]
 
         stage_two: dict[int, list[tuple]] = {}
         for i, image in enumerate(images):
@@ -263,9 +266,8 @@ class GaussianShading(InitialNoiseWatermarker):
                 undone = [(_undo(latents[i:i + 1], a, 1.0) * _inside(height, width, a, 1.0)).reshape(1, -1)
                           for a, _ in near]
                 angle = self._locate(undone, near, patterns)[1][0][0]
-                angle = scan_angles(angle, lambda a: -read(image, a, 1.0, steps=SEARCH_SCAN_STEPS)[1],
-                                    window=self.SCAN_WINDOW)[0]
-            stage_two[i] = [read(image, angle, zoom)[0]]
+                angle = scan_angles(angle, lambda angles: scan_scores(image, angles), window=self.SCAN_WINDOW)[0]
+            stage_two[i] = [read(self._image_undo(self._sized(image), (height, width), angle, zoom), angle, zoom)[0]]
         return self._results(*self._scored(latents, key, stage_two, prepared), key)
 
     def results_from_signal(self, latents: torch.Tensor, key: Key) -> list[DetectionResult]:

@@ -83,8 +83,11 @@ def _search_candidates(angles=SEARCH_ANGLES) -> list[tuple[float, float]]:
 def scan_angles(centre: float, score, window: float = SEARCH_WINDOW, stride: float = SEARCH_SCAN_STRIDE,
                 give_up_below: float = -np.inf) -> tuple[float, dict[float, float]]:
     """The angle of the fine grid within ``window`` degrees of ``centre`` that ``score``
-    (angle -> a number, higher is better) rates best, found coarse to fine: the centre and
-    every ``stride`` degrees either side, then 1 degree either side of the best of those.
+    rates best (a list of angles -> one number per angle, higher is better), found coarse
+    to fine: the centre and every ``stride`` degrees either side, then 1 degree either side
+    of the best of those. ``score`` is called once per round with all of that round's
+    angles, so a caller can invert them as one batch (on this CPU three 2-step inversions
+    in one batch cost 0.6 s against 0.75 s one by one).
     Returns (best angle, every score computed). A mark read after undoing a rotation peaks
     at the right angle and falls off over a few degrees (measured on 24 rotated generations:
     the 2-step reading loses about 10% one degree off, 40% three degrees off), so the peak
@@ -95,9 +98,9 @@ def scan_angles(centre: float, score, window: float = SEARCH_WINDOW, stride: flo
     scores: dict[float, float] = {}
 
     def read(angles):
-        for a in angles:
-            if a in fine and a not in scores and abs(a - centre) <= window:
-                scores[a] = float(score(a))
+        new = list(dict.fromkeys(a for a in angles if a in fine and a not in scores and abs(a - centre) <= window))
+        if new:
+            scores.update(zip(new, (float(v) for v in score(new))))
 
     steps = int(window // stride)
     read([centre + k * stride for k in range(-steps, steps + 1)])
@@ -285,18 +288,28 @@ class InitialNoiseWatermarker(ScoreWatermarker):
 
         return invert(self.pipe, batch, num_steps=steps or self.inversion_steps)
 
+    def _rotations_undone(self, image: torch.Tensor, latent_size, angles: list[float],
+                          steps: Optional[int] = None) -> torch.Tensor:
+        """Latents (len(angles), C, h, w) of the image rotated back by each angle, inverted as
+        one batch, zero where the rotation brought in pixels from outside the frame."""
+        height, width = image.shape[-2:]
+        factor = width // latent_size[-1]
+        undone = torch.cat([_undo(image[None], a, 1.0) if a else image[None].float() for a in angles])
+        inside = torch.stack([_inside(height, width, a, 1.0, factor=factor) for a in angles])[:, None]
+        return self._invert(undone, steps) * inside
+
     def _image_undo(self, image: torch.Tensor, latent_size, angle: float, zoom: float,
                     steps: Optional[int] = None) -> torch.Tensor:
         """Latents (1, C, h, w) of the image with a candidate transform undone on the image
         itself: rotated back, and for a zoom, shrunk to its original scale and inverted at that
         size (the DDIM inversion reads a mark best at the scale it was generated), the smaller
         latent placed at the centre of a zero latent of the full size."""
+        if zoom == 1.0:
+            return self._rotations_undone(image, latent_size, [angle], steps)
         height, width = image.shape[-2:]
         factor = width // latent_size[-1]
         undone = _undo(image[None], angle, 1.0) if angle else image[None]
         inside = _inside(height, width, angle, 1.0, factor=factor)
-        if zoom == 1.0:
-            return self._invert(undone, steps) * inside
         # the shrunk latent must sit centred on the grid: sides in steps of 2 latent cells
         step = 2 * factor
         size = [max(step, round(n / zoom / step) * step) for n in (height, width)]

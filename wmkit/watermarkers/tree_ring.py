@@ -235,8 +235,8 @@ class TreeRing(InitialNoiseWatermarker):
         _, patterns = self.key_parts(key, height, width, latents.shape[1])
         keyed = torch.stack([patterns[c][prepared["region"]] for c in sorted(patterns)])
 
-        def z_of(undone):
-            return float(self._z_of(self._reading(undone, prepared["region"]), keyed, height * width)[0])
+        def z_of(undone):  # one z per latent of the batch
+            return self._z_of(self._reading(undone, prepared["region"]), keyed, height * width)
 
         _, _, extra, ranked = self._scored(latents, key, prepared=prepared)
         for i, image in enumerate(images):
@@ -248,8 +248,8 @@ class TreeRing(InitialNoiseWatermarker):
             # read the best of them properly. Only that last read enters the p-value.
             angle, zoom = ranked[i][0]
             if zoom == 1.0:
-                angle, scanned = scan_angles(angle, lambda a: z_of(self._image_undo(
-                    image, (height, width), a, 1.0, steps=SEARCH_SCAN_STEPS)), give_up_below=SEARCH_SCAN_GIVE_UP_Z)
+                angle, scanned = scan_angles(angle, lambda angles: z_of(self._rotations_undone(
+                    image, (height, width), angles, steps=SEARCH_SCAN_STEPS)), give_up_below=SEARCH_SCAN_GIVE_UP_Z)
                 if max(scanned.values(), default=-np.inf) < SEARCH_SCAN_GIVE_UP_Z:
                     continue
             stage_two[i] = [self._image_undo(image, (height, width), angle, zoom)]
