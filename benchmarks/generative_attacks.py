@@ -83,7 +83,7 @@ def main(argv=None) -> int:
     out = Path(args.out or tempfile.mkdtemp(prefix="wmkit-generative-"))
     methods = []
     for method in args.methods:  # schemes whose default weights are missing are named, not silently dropped
-        missing = getattr(wmkit.create(method), "missing_default_model", lambda: None)()
+        missing = wmkit.create(method).missing_default_model()
         if missing:
             print(f"\n{method}: not evaluated ({missing})")
         else:

@@ -36,12 +36,12 @@ def measure(method: str, sizes: list[int], threads: list[int], count: int) -> No
     from wmkit.eval.metrics import psnr
 
     wm = wmkit.create(method)
-    missing = getattr(wm, "missing_default_model", lambda: None)()
+    missing = wm.missing_default_model()
     if missing:
         print(json.dumps({"method": method, "error": missing}), flush=True)
         return
     pipe = None
-    if wm.generation_time and not wm.can_embed:
+    if not wm.marks_existing_images():
         from wmkit.diffusion import load_pipeline
 
         pipe = load_pipeline("tiny")

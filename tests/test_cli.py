@@ -176,18 +176,21 @@ def test_demo_leaves_the_shared_pipeline_unwrapped():
     pipe = random_pipeline(0)
     original = pipe.vae.decoder
 
+    from wmkit.watermarkers.base import PipelineHook
+
+    class DecoderToIdentity(PipelineHook):
+        def patch(self, p):
+            p.vae.decoder = torch.nn.Identity()
+            return lambda: setattr(p.vae, "decoder", original)
+
     class Patching:
-        name, generation_time = "patching", True
+        name = "patching"
 
         def check_key(self, key):
             pass
 
-        def patch_pipeline(self, p, key):
-            p.vae.decoder = torch.nn.Identity()
-            return lambda: setattr(p.vae, "decoder", original)
-
-        def prepare_call(self, p, key, args, kwargs):
-            return kwargs
+        def pipeline_hook(self, key):
+            return DecoderToIdentity(self, key)
 
     calls = []
 

@@ -27,16 +27,16 @@ class Scheme:
     def __init__(self, method):
         self.method = method
         self.wm = wmkit.create(method)
-        missing = getattr(self.wm, "missing_default_model", lambda: None)()
+        missing = self.wm.missing_default_model()
         if missing:  # reported as a skip with its reason, never silently
             pytest.skip(f"{method}: {missing}")
-        if self.wm.generation_time and self.wm.can_embed:
+        if self.wm.marks_at_generation() and self.wm.marks_existing_images():
             # Stable Signature: every new key fine-tunes a decoder (minutes); its own file tests it
             pytest.skip(f"{method} fine-tunes a decoder per key; its contract is tested in tests/test_stable_signature.py")
 
     @property
     def generates(self) -> bool:
-        return self.wm.generation_time
+        return self.wm.marks_at_generation()
 
     def _generate(self, count, key=None):
         cached = _GENERATIONS.get((self.method, count, key.fingerprint if key else None))
@@ -119,7 +119,7 @@ def test_rejects_foreign_keys_and_bad_images(method, images):
         # a side just under the scheme's minimum (or half the side its pixel minimum implies)
         side = wm.min_side - 1 if wm.min_side else int(np.sqrt(wm.min_pixels)) // 2
         with pytest.raises(InputError, match="minimum"):
-            (wm.detect if wm.generation_time else wm.embed)([torch.rand(3, side, side)], generate_key(method, seed=1))
+            (wm.detect if wm.marks_at_generation() else wm.embed)([torch.rand(3, side, side)], generate_key(method, seed=1))
 
 
 @pytest.mark.parametrize("method", METHODS)

@@ -117,7 +117,7 @@ def test_wrap_marks_the_noise_the_pipeline_would_have_drawn(pipe):
 
     gs = _gs(pipe)
     key = generate_key("gaussian_shading", seed=6)
-    kwargs = gs.prepare_call(pipe, key, ("a cat",), {"generator": torch.Generator().manual_seed(3)})
+    kwargs = gs.pipeline_hook(key).call_kwargs(pipe, ("a cat",), {"generator": torch.Generator().manual_seed(3)})
     drawn = randn_tensor(kwargs["latents"].shape, generator=torch.Generator().manual_seed(3), dtype=kwargs["latents"].dtype)
     assert torch.equal(kwargs["latents"].abs(), drawn.abs())
     assert gs.results_from_signal(kwargs["latents"], key)[0].p_value < 1e-100

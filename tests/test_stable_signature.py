@@ -274,7 +274,7 @@ def test_wrap_swaps_the_decoder_caches_it_and_unwrap_restores(pipe, hidden_dir, 
     monkeypatch.setenv("WMKIT_CACHE", str(tmp_path / "cache"))
     key = generate_key("stable_signature", seed=2)
     ss = wmkit.create("stable_signature", pipeline=pipe, extractor=str(hidden_dir), finetune_steps=3)
-    assert ss.num_bits == BITS and ss.generation_time and ss.can_embed
+    assert ss.num_bits == BITS and ss.marks_at_generation() and ss.marks_existing_images()
     original = pipe.vae.decoder
     seed = lambda: torch.Generator().manual_seed(0)  # noqa: E731
     plain = pipe("a cat", num_inference_steps=2, generator=seed(), output_type="pt").images

@@ -386,8 +386,8 @@ def resolve_null_model(watermarker, spec: Any):
 def _check_extractor(model, watermarker, path) -> None:
     """A shipped calibration of an extractor-based scheme holds only for the weights it was
     fitted on: refuse it if the shipped extractor was retrained since."""
-    digest = getattr(watermarker, "extractor_digest", None)
+    digest = watermarker.extractor_digest()
     fitted = (model.info or {}).get("extractor_digest")
-    if digest is not None and fitted is not None and fitted != digest():
-        raise WeightsError(f"{path}: fitted on another extractor ({fitted}, now {digest()}); refit it with "
+    if digest is not None and fitted is not None and fitted != digest:
+        raise WeightsError(f"{path}: fitted on another extractor ({fitted}, now {digest}); refit it with "
                            f"`python -m wmkit.train.peer_calibrations --methods {watermarker.name} --overwrite`")

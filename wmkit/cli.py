@@ -156,7 +156,7 @@ def cmd_list(args) -> int:
     print("watermarkers:")
     for name in list_watermarkers():
         cls = WATERMARKERS.get(name)
-        kind = "generation-time" if cls.generation_time else "post-hoc"
+        kind = "generation-time" if cls.marks_at_generation() else "post-hoc"
         doc = (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else ""
         print(f"  {name:<18} {kind:<16} {doc}")
     attacks = list_attacks()
@@ -172,7 +172,7 @@ def cmd_keygen(args) -> int:
 
     wm = _create(args.method)
     message = parse_message(args.message) if args.message is not None else None
-    num_bits = getattr(wm, "num_bits", None)
+    num_bits = wm.num_bits
     if message is not None:
         if num_bits is None:
             raise ConfigError(f"'{args.method}' is a zero-bit scheme and carries no message; drop --message")
@@ -197,10 +197,10 @@ def cmd_embed(args) -> int:
     from .keys import load_key
 
     wm = _create(args.method, **_pipeline_option(args))
-    key = load_key(args.key[0], method=args.method, num_bits=getattr(wm, "num_bits", None))
+    key = load_key(args.key[0], method=args.method, num_bits=wm.num_bits)
     if len(args.key) > 1:
         raise ConfigError("embed takes one key")
-    if not wm.can_embed:
+    if not wm.marks_existing_images():
         raise ConfigError(f"'{args.method}' marks at generation time: use `wmkit generate -m {args.method}`")
     out_dir = Path(args.output)
     if out_dir.exists() and not out_dir.is_dir():
@@ -226,7 +226,7 @@ def cmd_generate(args) -> int:
         raise ConfigError("generate takes one key")
     from .registry import WATERMARKERS
 
-    if not WATERMARKERS.get(args.method).generation_time:
+    if not WATERMARKERS.get(args.method).marks_at_generation():
         raise ConfigError(f"'{args.method}' is a post-hoc scheme: use `wmkit embed -m {args.method}` on existing images")
     options = _pipeline_option(args)
     key = load_key(args.key[0], method=args.method)
@@ -332,7 +332,7 @@ def _verify_spec(args):
         raise ConfigError(f"--alpha must lie in (0, 1), got {args.alpha}")
     config = _pipeline_option(args)
     wm = _create(args.method, **config)
-    keys = [load_key(k, method=args.method, num_bits=getattr(wm, "num_bits", None)) for k in args.key]
+    keys = [load_key(k, method=args.method, num_bits=wm.num_bits) for k in args.key]
     spec = VerifySpec(method=args.method, config=config, keys=tuple(keys), calibration=_calibration_spec(args, args.key[0]),
                       alpha=args.alpha, show_bits=args.show_bits, max_pixels=args.max_pixels)
     return spec, Verifier(spec, wm=wm)
@@ -362,7 +362,7 @@ def cmd_calibrate(args) -> int:
     from .keys import load_key
 
     wm = _create(args.method, **_pipeline_option(args))
-    keys = [load_key(k, method=args.method, num_bits=getattr(wm, "num_bits", None)) for k in args.key] if args.key else None
+    keys = [load_key(k, method=args.method, num_bits=wm.num_bits) for k in args.key] if args.key else None
     output = Path(args.output) if args.output else key_calibration_path(args.key[0])
     if output.exists() and not args.overwrite:
         raise ConfigError(f"{output}: exists (pass --overwrite to replace it)")

@@ -158,7 +158,7 @@ def run_demo(*, num_images: Optional[int] = None, size: int = 256, output: Optio
     for method in methods:
         start = time.perf_counter()
         key = generate_key(method, seed=DEMO_KEY_SEED)
-        if WATERMARKERS.get(method).generation_time:
+        if WATERMARKERS.get(method).marks_at_generation():
             try:
                 pipe = generations.load()
             except WeightsError as exc:
@@ -168,7 +168,7 @@ def run_demo(*, num_images: Optional[int] = None, size: int = 256, output: Optio
             clean, marked = generations.clean(), generations.marked(wm, key)
         else:
             wm = create(method)
-            missing = getattr(wm, "missing_default_model", lambda: None)()
+            missing = wm.missing_default_model()
             if missing:
                 print(f"{method:<16} not run: {missing}", file=stream)
                 continue

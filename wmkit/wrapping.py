@@ -1,9 +1,9 @@
 """`wmkit.wrap(pipe, watermarker, key)`: a diffusers pipeline whose outputs carry a mark.
 
-Integration goes through public hooks only, never a forked pipeline: a
-generation-time scheme may change the call's arguments (Tree-Ring passes
-watermarked initial noise as ``latents=``) and may patch pipeline components
-(Stable Signature swaps the VAE decoder). ``unwrap()`` undoes the patches and
+Integration goes through the scheme's ``PipelineHook`` only, never a forked
+pipeline: it may change the call's arguments (Tree-Ring passes watermarked
+initial noise as ``latents=``) and may patch pipeline components (Stable
+Signature swaps the VAE decoder). ``unwrap()`` undoes the patches and
 returns the original pipeline, which behaves exactly as before.
 """
 from __future__ import annotations
@@ -18,18 +18,16 @@ class WatermarkedPipeline:
     """Calls go to the wrapped pipeline with the scheme's changes; attributes pass through."""
 
     def __init__(self, pipe, watermarker, key: Key):
-        if not getattr(watermarker, "generation_time", False):
-            raise ConfigError(f"'{watermarker.name}' is a post-hoc scheme: mark outputs with watermarker.embed(images, key)")
-        watermarker.check_key(key)
+        self._hook = watermarker.pipeline_hook(key)  # post-hoc schemes and wrong keys stop here
         self._pipe = pipe
         self._watermarker = watermarker
         self._key = key
-        self._restore: Callable[[], None] = watermarker.patch_pipeline(pipe, key)
+        self._restore: Callable[[], None] = self._hook.patch(pipe)
 
     def __call__(self, *args: Any, **kwargs: Any):
         if self._pipe is None:
             raise ConfigError("this pipeline was unwrapped; call the original pipeline instead")
-        kwargs = self._watermarker.prepare_call(self._pipe, self._key, args, dict(kwargs))
+        kwargs = self._hook.call_kwargs(self._pipe, args, dict(kwargs))
         return self._pipe(*args, **kwargs)
 
     def __getattr__(self, name: str):

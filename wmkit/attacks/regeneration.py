@@ -19,7 +19,6 @@ cropped back: the output always has the input's size, dtype and device.
 """
 from __future__ import annotations
 
-import os
 from typing import Any, Optional
 
 import torch
@@ -30,26 +29,6 @@ from ..registry import register_attack
 from .base import Attack, NaturalParam, Params, random_seeds
 
 DEFAULT_PIPELINE = "tiny"
-_LOADED: dict[str, Any] = {}  # pipelines loaded from a name or path, shared by all attacks
-
-
-def resolve_pipeline(source: Any) -> Any:
-    """A pipeline from what an attack was given: the object itself, a name/path (loaded once
-    with ``load_pipeline`` and cached) or a zero-argument factory returning either."""
-    if source is None:
-        raise ConfigError("this attack needs a diffusion pipeline: pass pipeline='tiny', a local diffusers folder or a pipeline object")
-    if isinstance(source, (str, os.PathLike)):
-        key = str(source)
-        if key not in _LOADED:
-            from ..diffusion import load_pipeline
-
-            _LOADED[key] = load_pipeline(key)
-        return _LOADED[key]
-    if hasattr(source, "vae") or hasattr(source, "unet"):
-        return source
-    if callable(source):
-        return resolve_pipeline(source())
-    raise ConfigError(f"pipeline must be a diffusers pipeline, 'tiny' or a folder path, got {type(source).__name__}")
 
 
 def pad_to_multiple(images: torch.Tensor, factor: int) -> tuple[torch.Tensor, tuple[int, int]]:
@@ -81,6 +60,8 @@ class PipelineAttack(Attack):
 
     @property
     def pipe(self):
+        from ..diffusion import resolve_pipeline
+
         return resolve_pipeline(self._pipeline_source)
 
     def sample_params(self, images: torch.Tensor, generator: Optional[torch.Generator] = None) -> Params:

@@ -8,7 +8,7 @@ DDIM inversion and generation from given initial latents.
     z_hat = invert(pipe, images)                # estimated initial latents
 """
 from .inversion import decode_latents, encode_images, generate, initial_latents, invert, invert_latents
-from .pipeline import TINY_NAME, load_pipeline, pipeline_label, random_pipeline, tiny_path
+from .pipeline import TINY_NAME, load_pipeline, pipeline_label, random_pipeline, resolve_pipeline, tiny_path
 
 # Prompts for generation-time schemes when none are given (demo, `wmkit eval`): subjects the
 # tiny pipeline was trained on, so it draws its best; any pipeline understands them.
@@ -16,6 +16,6 @@ DEFAULT_PROMPTS = ("a photo of coffee", "a photo of a cat", "a photo of a rocket
                    "a photo of grass", "a photo of coins")
 
 __all__ = [
-    "load_pipeline", "invert", "invert_latents", "encode_images", "decode_latents", "generate",
+    "load_pipeline", "resolve_pipeline", "invert", "invert_latents", "encode_images", "decode_latents", "generate",
     "initial_latents", "pipeline_label", "random_pipeline", "tiny_path", "TINY_NAME", "DEFAULT_PROMPTS",
 ]

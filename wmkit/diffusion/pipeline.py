@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 from pathlib import Path
-from typing import Optional, Union
+from typing import Any, Optional, Union
 
 import torch
 
@@ -125,6 +125,30 @@ def load_pipeline(
         module.to(memory_format=torch.channels_last)
     pipe.set_progress_bar_config(disable=not progress)
     return pipe
+
+
+_SHARED: dict[str, Any] = {}  # pipelines loaded by name or path with share=True
+
+
+def resolve_pipeline(source: Any, *, share: bool = True) -> Any:
+    """A pipeline from a name or folder (loaded offline with ``load_pipeline``; with ``share``,
+    once per process and shared by every caller naming the same string: the attacks and the
+    evaluation), a pipeline object, or a zero-argument factory returning either. A scheme
+    that patches its pipeline (Stable Signature's decoder) loads its own: ``share=False``."""
+    if source is None:
+        raise ConfigError("a diffusion pipeline is needed: pass pipeline='tiny', a local diffusers folder or a pipeline object")
+    if isinstance(source, (str, bytes, os.PathLike)):
+        name = os.fsdecode(source)
+        if not share:
+            return load_pipeline(name)
+        if name not in _SHARED:
+            _SHARED[name] = load_pipeline(name)
+        return _SHARED[name]
+    if getattr(source, "vae", None) is not None or getattr(source, "unet", None) is not None:
+        return source
+    if callable(source):
+        return resolve_pipeline(source(), share=share)
+    raise ConfigError(f"pipeline must be a diffusers pipeline, 'tiny' or a folder path, got {type(source).__name__}")
 
 
 def pipeline_label(spec) -> str:

@@ -133,7 +133,7 @@ def forgery_rate(method: str, *, n_estimate: int = 32, n_test: int = 32, size: i
     if n_estimate < 1 or n_test < 1:
         raise ConfigError("the forgery needs at least one image to estimate from and one to forge")
     wm = create(method)
-    if wm.generation_time:
+    if wm.marks_at_generation():
         raise ConfigError(f"'{method}' marks at generation time; the averaging forgery here covers post-hoc schemes")
     key = key if key is not None else generate_key(method, seed=_derive_seed(seed, "key", method))
     clean = torch.stack(data.crops(n_estimate, size=size, group="evaluation", seed=_derive_seed(seed, "forgery-estimate") % 2**32))

@@ -131,13 +131,12 @@ def make_schemes(methods: Sequence[str], *, seed: int, pipeline: Any = None, pro
     schemes = []
     for method in methods:
         key = generate_key(method, seed=_derive_seed(seed, "key", method))
-        if not getattr(WATERMARKERS.get(method), "generation_time", False):
+        if not WATERMARKERS.get(method).marks_at_generation():
             schemes.append(Scheme(method=method, watermarker=create(method), key=key))
             continue
         if pipeline is None:
             raise ConfigError(f"'{method}' marks images at generation time: evaluating it needs a pipeline (--pipeline)")
-        from ..attacks.regeneration import resolve_pipeline
-        from ..diffusion import DEFAULT_PROMPTS
+        from ..diffusion import DEFAULT_PROMPTS, resolve_pipeline
 
         pipe = resolve_pipeline(pipeline)
         prompt_list = tuple(p for p in prompts if p.strip()) or DEFAULT_PROMPTS

@@ -244,7 +244,7 @@ def run_eval(
     generation_schemes = [s for s in schemes if s.generation is not None]
     uses_pipeline = bool(generation_schemes) or any(getattr(c.attack, "needs_pipeline", False) for c in cases)
     if uses_pipeline:  # load it now (once, shared): a missing pipeline stops the run before it starts
-        from ..attacks.regeneration import resolve_pipeline
+        from ..diffusion import resolve_pipeline
 
         resolve_pipeline(pipeline)
     if forgery is not None and forgery < 1:

@@ -44,9 +44,9 @@ def calibration_images(corpus=None) -> list:
 def fit(method: str, images: list, *, source: str, overwrite: bool):
     wm = create(method, calibration=None)
     info = {"source": source, "recipe": "python -m wmkit.train.peer_calibrations"}
-    digest = getattr(wm, "extractor_digest", None)
+    digest = wm.extractor_digest()
     if digest is not None:
-        info["extractor_digest"] = digest()
+        info["extractor_digest"] = digest
     if method == "stable_signature":
         from ..attacks.regeneration import VAERegeneration
 

@@ -1,9 +1,10 @@
 """The watermarker contract shared by every scheme.
 
-- ``embed(images, key)``: post-hoc marking (generation-time schemes instead say
-  how they change a pipeline; ``wmkit.wrap`` uses that).
 - ``extract(images)``: the raw signal (bits, features, inverted latents).
 - ``detect(images, key)``: one ``DetectionResult`` per image with a p-value.
+- ``embed(images, key)``, optional: post-hoc marking of existing images.
+- ``hook``, optional: a ``PipelineHook`` class, for schemes that mark at generation time
+  (how they change a diffusers pipeline; ``wmkit.wrap`` applies it).
 
 Images are a (B, 3, H, W) float tensor in [0, 1] or a list of (3, H, W)
 tensors of any sizes; the same form comes back. Batches give exactly what N
@@ -14,7 +15,7 @@ from __future__ import annotations
 import hashlib
 from abc import ABC, abstractmethod
 from dataclasses import replace
-from typing import Any, ClassVar, Optional
+from typing import Any, Callable, ClassVar, Optional
 
 import numpy as np
 import torch
@@ -26,12 +27,30 @@ from ..keys import Key
 from ..types import DetectionResult
 
 
+class PipelineHook:
+    """How a generation-time scheme marks a diffusers pipeline's outputs for one key
+    (``wmkit.wrap`` applies it). Both steps are optional: Tree-Ring changes each call's
+    arguments (its noise as ``latents=``), Stable Signature swaps a component (the VAE decoder)."""
+
+    def __init__(self, watermarker: "Watermarker", key: Key):
+        watermarker.check_key(key)
+        self.watermarker, self.key = watermarker, key
+
+    def patch(self, pipe) -> Callable[[], None]:
+        """Change pipeline components; return the function that undoes it."""
+        return lambda: None
+
+    def call_kwargs(self, pipe, args: tuple, kwargs: dict) -> dict:
+        """The keyword arguments of one pipeline call, changed (e.g. ``latents=``)."""
+        return kwargs
+
+
 class Watermarker(ABC):
     name: ClassVar[str]
-    #: True for schemes that mark at generation time (Tree-Ring, Stable Signature)
-    generation_time: ClassVar[bool] = False
-    #: whether ``embed`` can mark an existing image (Stable Signature can, by a VAE round trip)
-    can_embed: ClassVar[bool] = True
+    #: how the scheme marks a pipeline's outputs; None for post-hoc schemes (``embed`` only)
+    hook: ClassVar[Optional[type[PipelineHook]]] = None
+    #: the message bits a key carries (None: a zero-bit scheme)
+    num_bits: Optional[int] = None
     #: the smallest image the scheme can handle: H * W and min(H, W)
     min_pixels: ClassVar[int] = 0
     min_side: ClassVar[int] = 0
@@ -40,6 +59,31 @@ class Watermarker(ABC):
     _calibration_spec: Any = None
     _null: Any = None
     _null_loaded: bool = False
+
+    @classmethod
+    def marks_at_generation(cls) -> bool:
+        """Whether the scheme marks through a pipeline (``wmkit.wrap``, `wmkit generate`)."""
+        return cls.hook is not None
+
+    @classmethod
+    def marks_existing_images(cls) -> bool:
+        """Whether ``embed`` marks a given image (Stable Signature's does, by its decoder;
+        Tree-Ring's mark lives in the initial noise, so it has none)."""
+        return cls.embed is not Watermarker.embed
+
+    def pipeline_hook(self, key: Key) -> PipelineHook:
+        if self.hook is None:
+            raise ConfigError(f"'{self.name}' is a post-hoc scheme: mark outputs with embed(images, key)")
+        return self.hook(self, key)
+
+    def missing_default_model(self) -> Optional[str]:
+        """Why the scheme's default model cannot be loaded (None when it can, or it has none)."""
+        return None
+
+    def extractor_digest(self) -> Optional[str]:
+        """A digest of the reader's weights when it has any: a calibration fitted with other
+        weights behind the same name is refused (``wmkit.calibration``)."""
+        return None
 
     def first_use_note(self) -> Optional[str]:
         """What a new key costs before its first marked image, when that is worth saying
@@ -86,15 +130,6 @@ class Watermarker(ABC):
             check_size(img.shape[1], img.shape[2], min_pixels=self.min_pixels, min_side=self.min_side, name=f"image {i}")
         return image_list, batched
 
-    # -- generation-time hooks, used by wmkit.wrap ------------------------------------
-    def patch_pipeline(self, pipe, key: Key):
-        """Change pipeline components for this key; return a function that undoes it."""
-        return lambda: None
-
-    def prepare_call(self, pipe, key: Key, args: tuple, kwargs: dict) -> dict:
-        """Change the keyword arguments of one pipeline call (e.g. pass ``latents=``)."""
-        return kwargs
-
     def embed(self, images, key: Key):
         raise ConfigError(
             f"'{self.name}' marks images at generation time; use wmkit.wrap(pipe, ...) or `wmkit generate`"
@@ -135,13 +170,16 @@ class BitWatermarker(Watermarker):
     it uses the decoder's real, biased and dependent null for this message.
     """
 
-    num_bits: int
-
-    def __init__(self, *, num_bits: int, calibration: Any = "auto"):
-        if not isinstance(num_bits, int) or num_bits < 1:
+    def __init__(self, *, num_bits: Optional[int], calibration: Any = "auto"):
+        """``num_bits`` None: the scheme's model decides it (``num_bits`` is then overridden)."""
+        if num_bits is not None and (not isinstance(num_bits, int) or isinstance(num_bits, bool) or num_bits < 1):
             raise ConfigError(f"num_bits must be a positive integer, got {num_bits!r}")
-        self.num_bits = num_bits
+        self._num_bits = num_bits
         self._calibration_spec = calibration
+
+    @property
+    def num_bits(self) -> int:  # type: ignore[override]
+        return self._num_bits
 
     def config(self) -> dict[str, Any]:
         return {"num_bits": self.num_bits}
@@ -154,8 +192,10 @@ class BitWatermarker(Watermarker):
         return calibrate_images(self, images, attacks=attacks, progress=progress, info=info)
 
     # -- the scheme itself --------------------------------------------------
-    @abstractmethod
-    def _embed_bits(self, images: list[torch.Tensor], bits: np.ndarray) -> list[torch.Tensor]: ...
+    def _embed_bits(self, images: list[torch.Tensor], bits: np.ndarray) -> list[torch.Tensor]:
+        """The images with ``bits`` written: what ``embed`` needs from a post-hoc bit scheme
+        (a scheme that marks otherwise, like Stable Signature's decoder, overrides ``embed``)."""
+        raise NotImplementedError(f"{type(self).__name__} defines neither _embed_bits nor embed")
 
     @abstractmethod
     def decode_bits(self, images: list[torch.Tensor]) -> np.ndarray:

@@ -52,19 +52,13 @@ class ExtractorBits(BitWatermarker):
     masks_given_payload: ClassVar[bool] = True  # see BitWatermarker.message
 
     def __init__(self, *, extractor: Any = DEFAULT_EXTRACTOR, calibration: Any = "auto"):
-        # BitWatermarker.__init__ is not called: num_bits is the extractor's (a property
-        # below), not an option
+        # the number of bits is the extractor's, not an option: known once it is loaded
+        # (lazily, so that `wmkit list` and error paths never need the weights)
+        known = (int(getattr(extractor, "num_bits", 0)) or None) if isinstance(extractor, torch.nn.Module) else None
+        super().__init__(num_bits=known, calibration=calibration)
         self._extractor_spec = extractor
         self._loaded: Optional[tuple] = None
         self._digest: Optional[str] = None
-        if isinstance(extractor, torch.nn.Module):
-            num_bits = int(getattr(extractor, "num_bits", 0)) or None
-        else:
-            num_bits = None
-        # the number of bits is the extractor's: known once it is loaded (lazily, so that
-        # `wmkit list` and error paths never need the weights)
-        self._num_bits_hint = num_bits
-        self._calibration_spec = calibration
 
     def _load(self) -> tuple:
         if self._loaded is None:
@@ -85,10 +79,10 @@ class ExtractorBits(BitWatermarker):
 
     @property
     def num_bits(self) -> int:  # type: ignore[override]
-        if self._num_bits_hint is None:
+        if self._num_bits is None:
             module = self.extractor
-            self._num_bits_hint = int(getattr(module, "num_bits", 0)) or int(self.logits([torch.zeros(3, 64, 64)]).shape[-1])
-        return self._num_bits_hint
+            self._num_bits = int(getattr(module, "num_bits", 0)) or int(self.logits([torch.zeros(3, 64, 64)]).shape[-1])
+        return self._num_bits
 
     @property
     def model_name(self) -> str:

@@ -17,7 +17,7 @@ from ..errors import ConfigError, InputError
 from ..imageio import as_image_list
 from ..keys import Key
 from ..types import DetectionResult
-from .base import ScoreWatermarker
+from .base import PipelineHook, ScoreWatermarker
 
 
 def latent_shape(pipe, args: tuple, kwargs: dict) -> tuple[int, int, int, int]:
@@ -123,11 +123,28 @@ def _better_of_two(at_pipeline: DetectionResult, at_own: DetectionResult) -> Det
                    extra=dict(winner.extra, log10_p_value=log10_p, read_at_own_size=float(own_won)))
 
 
-class InitialNoiseWatermarker(ScoreWatermarker):
-    """A key written into the initial noise of a diffusion pipeline, read back by DDIM inversion."""
+class KeyedNoise(PipelineHook):
+    """Each call's initial noise drawn exactly as the pipeline would (same generator(s), same
+    shape), with the key written into it (``watermark_latents``), passed as ``latents=``."""
 
-    generation_time: ClassVar[bool] = True
-    can_embed: ClassVar[bool] = False  # the mark is in the initial noise: nothing to add to a given image
+    def call_kwargs(self, pipe, args: tuple, kwargs: dict) -> dict:
+        latents = kwargs.get("latents")
+        if latents is None:
+            from diffusers.utils.torch_utils import randn_tensor
+
+            latents = randn_tensor(
+                latent_shape(pipe, args, kwargs), generator=kwargs.get("generator"),
+                device=getattr(pipe, "_execution_device", None) or pipe.unet.device, dtype=pipe.unet.dtype,
+            )
+        kwargs["latents"] = self.watermarker.watermark_latents(latents, self.key)
+        return kwargs
+
+
+class InitialNoiseWatermarker(ScoreWatermarker):
+    """A key written into the initial noise of a diffusion pipeline, read back by DDIM inversion.
+    It has no ``embed``: the mark lives in the initial noise, nothing can be added to a given image."""
+
+    hook = KeyedNoise
     #: schemes that read each latent value where it was written (Gaussian Shading, PRC) need the
     #: latent grid the mark was written on: images of another size are read resized to the
     #: pipeline's size (a resized generation) and, where ``_own_size_readable``, at their own
@@ -150,12 +167,9 @@ class InitialNoiseWatermarker(ScoreWatermarker):
     def pipe(self):
         """The pipeline used for detection: loaded on first use when given by name or path."""
         if self._pipe is None:
-            if isinstance(self._pipeline_spec, (str, bytes)) or hasattr(self._pipeline_spec, "__fspath__"):
-                from ..diffusion import load_pipeline
+            from ..diffusion import resolve_pipeline
 
-                self._pipe = load_pipeline(self._pipeline_spec)
-            else:
-                self._pipe = self._pipeline_spec
+            self._pipe = resolve_pipeline(self._pipeline_spec, share=False)
         return self._pipe
 
     @property
@@ -189,20 +203,6 @@ class InitialNoiseWatermarker(ScoreWatermarker):
             sign = 1.0 - 2.0 * np.asarray(negative_bits(z), dtype=np.float32)
             out.append(z.abs() * torch.from_numpy(sign).view(z.shape).to(device=z.device, dtype=z.dtype))
         return torch.stack(out)
-
-    def prepare_call(self, pipe, key: Key, args: tuple, kwargs: dict) -> dict:
-        """Draw the initial noise exactly as the pipeline would (same generator(s), same
-        shape), write the key into it, and pass it as ``latents=``."""
-        latents = kwargs.get("latents")
-        if latents is None:
-            from diffusers.utils.torch_utils import randn_tensor
-
-            latents = randn_tensor(
-                latent_shape(pipe, args, kwargs), generator=kwargs.get("generator"),
-                device=getattr(pipe, "_execution_device", None) or pipe.unet.device, dtype=pipe.unet.dtype,
-            )
-        kwargs["latents"] = self.watermark_latents(latents, key)
-        return kwargs
 
     def extract(self, images) -> torch.Tensor:
         """DDIM-inverted initial latents (B, C, h, w) of the images."""

@@ -3,7 +3,7 @@
 Marking happens in the model: for a key, a copy of the pipeline's VAE decoder is fine-tuned
 (``wmkit.finetune.finetune_decoder``) so that everything it decodes carries the key's 48-bit
 message for the frozen extractor. ``wmkit.wrap(pipe, "stable_signature", key)`` swaps that
-decoder in (``patch_pipeline``) and back out on ``unwrap()``; ``embed`` on an existing image adds the
+decoder in (``DecoderSwap``) and back out on ``unwrap()``; ``embed`` on an existing image adds the
 watermark residual (round trip through the key's decoder minus the original's) to it. The decoder for a key is fine-tuned on first use, with a
 progress bar, and cached as safetensors under ``$WMKIT_CACHE`` (default
 ``~/.cache/wmkit``)/stable_signature, named by pipeline, extractor and key fingerprint.
@@ -19,12 +19,12 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, ClassVar, Optional
 
-import numpy as np
 import torch
 
 from ..errors import ConfigError, WeightsError
 from ..keys import Key
 from ..registry import register_watermarker
+from .base import PipelineHook
 from .hidden import DEFAULT_EXTRACTOR, ExtractorBits
 
 DEFAULT_STEPS = 200  # the paper's 100 with the SSIM floor cost PSNR and bits on the tiny VAE (see wmkit.finetune)
@@ -61,11 +61,26 @@ def shipped_decoder_path(name: str) -> Path:
     return weights_dir() / "demo-decoders" / name
 
 
+class DecoderSwap(PipelineHook):
+    """The key's fine-tuned decoder in place of the pipeline's VAE decoder while wrapped."""
+
+    def patch(self, pipe) -> Callable[[], None]:
+        if pipe is not self.watermarker.pipe:
+            raise ConfigError("wrap the pipeline this stable_signature instance was made for (create it with pipeline=pipe)")
+        original = pipe.vae.decoder
+        pipe.vae.decoder = self.watermarker.watermarked_decoder(self.key)
+
+        def restore() -> None:
+            pipe.vae.decoder = original
+
+        return restore
+
+
 @register_watermarker("stable_signature")
 class StableSignature(ExtractorBits):
     """Stable Signature: a key-specific fine-tuned VAE decoder; extractor bits, binomial test."""
 
-    generation_time: ClassVar[bool] = True
+    hook = DecoderSwap
     min_side: ClassVar[int] = 32
 
     def __init__(self, *, pipeline: Any = "tiny", extractor: Any = DEFAULT_EXTRACTOR, finetune_steps: int = DEFAULT_STEPS,
@@ -84,12 +99,9 @@ class StableSignature(ExtractorBits):
     @property
     def pipe(self):
         if self._pipe is None:
-            if isinstance(self._pipeline_spec, (str, os.PathLike)):
-                from ..diffusion import load_pipeline
+            from ..diffusion import resolve_pipeline
 
-                self._pipe = load_pipeline(self._pipeline_spec)
-            else:
-                self._pipe = self._pipeline_spec
+            self._pipe = resolve_pipeline(self._pipeline_spec, share=False)
         return self._pipe
 
     def pipeline_name(self) -> str:
@@ -185,22 +197,7 @@ class StableSignature(ExtractorBits):
                 f"about 2.5 minutes on 2 CPU cores for the tiny pipeline; `wmkit finetune-decoder -k KEY` does it ahead "
                 f"of time) and caches it in {cache_dir()} (about 10 MB per key)")
 
-    # -- generation ---------------------------------------------------------------------------------
-    def patch_pipeline(self, pipe, key: Key) -> Callable[[], None]:
-        if pipe is not self.pipe:
-            raise ConfigError("wrap the pipeline this stable_signature instance was made for (create it with pipeline=pipe)")
-        original = pipe.vae.decoder
-        pipe.vae.decoder = self.watermarked_decoder(key)
-
-        def restore() -> None:
-            pipe.vae.decoder = original
-
-        return restore
-
-    def _embed_bits(self, images: list[torch.Tensor], bits: np.ndarray) -> list[torch.Tensor]:
-        # the message is in a key's decoder, not applied from raw bits: embed(images, key) below
-        raise ConfigError("stable_signature marks through a key's fine-tuned decoder: call embed(images, key)")
-
+    # -- marking ------------------------------------------------------------------------------------
     def round_trips(self, images, key: Key) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         """Each image through the VAE with the original decoder and with the key's decoder."""
         from ..attacks.regeneration import pad_to_multiple, vae_factor
