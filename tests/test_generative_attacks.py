@@ -302,7 +302,7 @@ def test_cli_attack_and_eval_take_a_pipeline_folder(pipe, tmp_path, capsys):
 def test_eval_covers_generation_time_schemes_on_generated_pairs(pipe, tmp_path):
     """Tree-Ring in `wmkit eval`: slot i is a pair of generations (same prompt and seed, with and
     without the mark); the unmarked twin is the negative and the quality reference."""
-    from wmkit.eval.harness import GenerationPairs, _derive_seed, make_schemes
+    from wmkit.eval.harness import GenerationPairs, derive_seed, make_schemes
     from wmkit.eval.report import read_records
     from wmkit.eval.run import run_eval
 
@@ -313,7 +313,7 @@ def test_eval_covers_generation_time_schemes_on_generated_pairs(pipe, tmp_path):
     assert torch.equal(clean_a, clean_b) and torch.equal(marked_a, marked_b)  # seeded by the image id
     assert not torch.equal(clean_a, marked_a)  # the mark changes the generation
     # the twin is the plain pipeline's output (and the pipeline is left unwrapped)
-    plain = pipe("a cat", num_inference_steps=2, output_type="pt", generator=torch.Generator().manual_seed(_derive_seed(0, "generate", "slot-0")))
+    plain = pipe("a cat", num_inference_steps=2, output_type="pt", generator=torch.Generator().manual_seed(derive_seed(0, "generate", "slot-0")))
     assert torch.equal(plain.images[0].float().clamp(0, 1), clean_a)
 
     outcome = run_eval(methods=["dwtdct", "tree_ring"], output=tmp_path / "report", attacks="jpeg:50",

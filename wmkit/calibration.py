@@ -31,16 +31,11 @@ import numpy as np
 
 from . import stats
 from .errors import ConfigError, WeightsError
+from .paths import weights_dir
 
 CALIBRATION_FORMAT = "wmkit-bit-null"
 CALIBRATION_VERSION = 1
 _HERMITE_NODES = 12
-
-
-def weights_dir() -> Path:
-    """The shipped weights folder (``$WMKIT_WEIGHTS`` overrides it)."""
-    env = os.environ.get("WMKIT_WEIGHTS")
-    return Path(env) if env else Path(__file__).resolve().parent.parent / "weights"
 
 
 def shipped_calibration_path(method: str, config: dict) -> Path:

@@ -21,7 +21,7 @@ TINY_NAME = "tiny"
 
 def tiny_path() -> Path:
     """Where the shipped wmkit-tiny pipeline lives (``$WMKIT_WEIGHTS/tiny-ldm``)."""
-    from ..calibration import weights_dir
+    from ..paths import weights_dir
 
     return weights_dir() / "tiny-ldm"
 

@@ -117,10 +117,47 @@ def false_attribution(watermarker, key, marked: torch.Tensor, test_clean: torch.
     )
 
 
+def square(image: torch.Tensor, size: int) -> torch.Tensor:
+    """The image as ``size`` x ``size``: its shorter side resized to ``size`` (antialiased), the
+    centre kept. The averaging forgery adds one pattern to images of one size."""
+    import torch.nn.functional as F
+
+    height, width = image.shape[-2:]
+    scale = size / min(height, width)
+    if scale != 1.0:
+        shape = [max(size, round(height * scale)), max(size, round(width * scale))]
+        image = F.interpolate(image[None].float(), size=shape, mode="bilinear", antialias=scale < 1, align_corners=False)[0].clamp(0, 1)
+    height, width = image.shape[-2:]
+    top, left = (height - size) // 2, (width - size) // 2
+    return image[:, top:top + size, left:left + size].float()
+
+
+def forgery_on_images(watermarker, key, images: Sequence[torch.Tensor], *, n_estimate: int, n_test: int, size: int,
+                      alpha: float = DEFAULT_ALPHA, estimator: str = "residual", scale: float = 1.0,
+                      sigma: float = DEFAULT_SIGMA) -> ForgeryResult:
+    """The averaging forgery of a post-hoc ``watermarker`` with ``key`` on given clean images
+    (any sizes, squared by ``square``): the first ``n_estimate`` are marked to estimate the
+    pattern, the next ``n_test`` are forged and tested. With fewer images than both need, they
+    are split in halves (the result records the numbers used)."""
+    if watermarker.marks_at_generation():
+        raise ConfigError(f"'{watermarker.name}' marks at generation time; the averaging forgery covers post-hoc schemes")
+    if n_estimate < 1 or n_test < 1:
+        raise ConfigError("the forgery needs at least one image to estimate from and one to forge")
+    if len(images) < 2:
+        raise ConfigError(f"the forgery needs at least 2 images (one to estimate from, one to forge); got {len(images)}")
+    if len(images) < n_estimate + n_test:
+        n_estimate = n_test = len(images) // 2
+    clean = torch.stack([square(image, size) for image in images[:n_estimate]])
+    test = torch.stack([square(image, size) for image in images[n_estimate:n_estimate + n_test]])
+    marked = torch.stack([watermarker.embed([image], key)[0] for image in clean])
+    return false_attribution(watermarker, key, marked, test, clean=clean, estimator=estimator, alpha=alpha, scale=scale, sigma=sigma)
+
+
 def forgery_rate(method: str, *, n_estimate: int = 32, n_test: int = 32, size: int = 256, seed: int = 0,
                  alpha: float = DEFAULT_ALPHA, estimator: str = "residual", scale: float = 1.0,
                  sigma: float = DEFAULT_SIGMA, key=None) -> ForgeryResult:
-    """The averaging forgery of a registered post-hoc scheme on the offline evaluation photos.
+    """The averaging forgery of a registered post-hoc scheme on the offline evaluation photos
+    (``python -m wmkit.eval.forgery``; ``wmkit eval --forgery`` uses the run's own images).
 
     ``n_estimate`` crops are marked with the key (seeded from ``seed``, or ``key``) to estimate
     the pattern; ``n_test`` other crops (another crop seed) are forged and tested.
@@ -128,18 +165,15 @@ def forgery_rate(method: str, *, n_estimate: int = 32, n_test: int = 32, size: i
     from .. import data
     from ..keys import generate_key
     from ..registry import create
-    from .harness import _derive_seed
+    from .harness import derive_seed
 
     if n_estimate < 1 or n_test < 1:
         raise ConfigError("the forgery needs at least one image to estimate from and one to forge")
-    wm = create(method)
-    if wm.marks_at_generation():
-        raise ConfigError(f"'{method}' marks at generation time; the averaging forgery here covers post-hoc schemes")
-    key = key if key is not None else generate_key(method, seed=_derive_seed(seed, "key", method))
-    clean = torch.stack(data.crops(n_estimate, size=size, group="evaluation", seed=_derive_seed(seed, "forgery-estimate") % 2**32))
-    test = torch.stack(data.crops(n_test, size=size, group="evaluation", seed=_derive_seed(seed, "forgery-test") % 2**32))
-    marked = torch.stack([wm.embed([image], key)[0] for image in clean])
-    return false_attribution(wm, key, marked, test, clean=clean, estimator=estimator, alpha=alpha, scale=scale, sigma=sigma)
+    key = key if key is not None else generate_key(method, seed=derive_seed(seed, "key", method))
+    images = data.crops(n_estimate, size=size, group="evaluation", seed=derive_seed(seed, "forgery-estimate") % 2**32) + \
+        data.crops(n_test, size=size, group="evaluation", seed=derive_seed(seed, "forgery-test") % 2**32)
+    return forgery_on_images(create(method), key, images, n_estimate=n_estimate, n_test=n_test, size=size,
+                             alpha=alpha, estimator=estimator, scale=scale, sigma=sigma)
 
 
 def markdown_section(results: Sequence[dict]) -> str:

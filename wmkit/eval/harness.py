@@ -76,7 +76,7 @@ class GenerationPairs:
         from ..wrapping import wrap
 
         prompt = self.prompts[index % len(self.prompts)]
-        gen_seed = _derive_seed(seed, "generate", image_id)
+        gen_seed = derive_seed(seed, "generate", image_id)
         images = []
         marked_pipe = wrap(self.pipeline, scheme.watermarker, scheme.key)
         try:
@@ -130,7 +130,7 @@ def make_schemes(methods: Sequence[str], *, seed: int, pipeline: Any = None, pro
         raise ConfigError(f"--generation-steps must be at least 1, got {generation_steps}")
     schemes = []
     for method in methods:
-        key = generate_key(method, seed=_derive_seed(seed, "key", method))
+        key = generate_key(method, seed=derive_seed(seed, "key", method))
         if not WATERMARKERS.get(method).marks_at_generation():
             schemes.append(Scheme(method=method, watermarker=create(method), key=key))
             continue
@@ -198,14 +198,14 @@ def make_attack_cases(texts: Sequence[str] | str, *, pipeline: Any = None) -> li
 
 
 # -- determinism -------------------------------------------------------------------------
-def _derive_seed(seed: int, *parts: str) -> int:
+def derive_seed(seed: int, *parts: str) -> int:
     """A 63-bit seed from the run seed and labels: independent of the order of work."""
     text = "\x00".join(["wmkit-eval", str(int(seed)), *parts])
     return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "little") & ((1 << 63) - 1)
 
 
 def attack_generator(seed: int, image_id: str, spec: str) -> torch.Generator:
-    return torch.Generator().manual_seed(_derive_seed(seed, "attack", image_id, spec))
+    return torch.Generator().manual_seed(derive_seed(seed, "attack", image_id, spec))
 
 
 def without_timing(record: dict) -> dict:

@@ -229,8 +229,9 @@ def run_eval(
     and the generation-time schemes (Tree-Ring), which are evaluated on its generations from
     ``prompts`` (``generation_steps`` steps; input image i only lends its index and id: see
     ``harness.GenerationPairs``); it is loaded once, and only when needed. ``forgery``: run
-    the averaging forgery per post-hoc method with that many images to estimate from and to
-    forge (``wmkit.eval.forgery``) and add its false-attribution rates to the report.
+    the averaging forgery per post-hoc method, on the run's own first 2 x ``forgery`` images
+    (that many to estimate from, that many to forge; ``wmkit.eval.forgery.forgery_on_images``),
+    and add its false-attribution rates to the report.
     """
     from ..types import DEFAULT_MAX_PIXELS
 
@@ -310,13 +311,18 @@ def run_eval(
         config.setdefault("generated_images", {})[s.method] = {
             "description": s.generation.describe(), "prompts": list(s.generation.prompts), "steps": s.generation.steps}
     summary = summarize(read_records(report_dir / RESULTS), config=config)
-    if forgery is not None:
-        from .forgery import ESTIMATORS, forgery_rate
+    if forgery is not None and any(s.generation is None for s in schemes):
+        import itertools
 
-        # the averaging forgery adds an estimated mark to clean images: a post-hoc notion
+        from .forgery import ESTIMATORS, forgery_on_images
+
+        # the averaging forgery adds an estimated mark to clean images: a post-hoc notion; it
+        # runs on the run's own images (the first 2 x --forgery of them, squared to --size)
+        images = [item.load() for item in itertools.islice(source.items(), 2 * forgery)]
         with torch_threads(threads):
             summary["forgery"] = [
-                forgery_rate(s.method, n_estimate=forgery, n_test=forgery, size=size, seed=seed, estimator=estimator, key=s.key).as_dict()
+                forgery_on_images(s.watermarker, s.key, images, n_estimate=forgery, n_test=forgery, size=size,
+                                  estimator=estimator).as_dict()
                 for s in schemes if s.generation is None
                 for estimator in ESTIMATORS
             ]
@@ -350,7 +356,7 @@ def add_eval_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--pipeline", default=DEFAULT_PIPELINE, help="diffusion pipeline for generative attacks (regen, rinse, vae_regen, paraphrase, adv_embed) and generation-time methods (tree_ring, gaussian_shading, stable_signature): 'tiny' (default) or a local diffusers folder; loaded only if needed")
     p.add_argument("--prompt", dest="prompts", action="append", default=[], metavar="TEXT", help="prompt for the generations that generation-time methods are evaluated on (repeat for several; they cycle; default: a few built-in subjects)")
     p.add_argument("--generation-steps", type=int, default=DEFAULT_GENERATION_STEPS, help=f"inference steps of those generations (default {DEFAULT_GENERATION_STEPS})")
-    p.add_argument("--forgery", type=int, default=None, metavar="N", help="also run the averaging forgery per method (N marked images to estimate the mark from, N clean ones to forge) and report the false-attribution rate")
+    p.add_argument("--forgery", type=int, default=None, metavar="N", help="also run the averaging forgery per post-hoc method on the run's first 2N images, squared to --size (N marked to estimate the mark from, N clean ones to forge), and report the false-attribution rate")
 
 
 def run_eval_cli(args: argparse.Namespace) -> int:

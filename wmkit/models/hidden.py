@@ -440,6 +440,6 @@ def load_hidden(folder: str | os.PathLike) -> tuple[HiddenEncoder, WhitenedExtra
 
 
 def default_hidden_dir() -> Optional[Path]:
-    from ..calibration import weights_dir
+    from ..paths import weights_dir
 
     return weights_dir() / "hidden"

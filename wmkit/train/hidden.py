@@ -206,7 +206,7 @@ def main(argv=None) -> None:
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (the weights are saved from a CPU copy)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
-    from ..calibration import weights_dir
+    from ..paths import weights_dir
 
     out = Path(args.out) if args.out else weights_dir() / "hidden"
     print(json.dumps(train(out=out, minutes=args.minutes, steps=args.steps, num_bits=args.bits, size=args.size,

@@ -274,7 +274,7 @@ def main(argv=None) -> None:
     parser.add_argument("--init", default=None, help="start from another run's checkpoint.pt (fine-tuning)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
-    from ..calibration import weights_dir
+    from ..paths import weights_dir
 
     out = Path(args.out) if args.out else weights_dir() / "ssl-backbone"
     print(json.dumps(train(out=out, minutes=args.minutes, steps=args.steps, width=args.width, images_dir=args.images_dir,

@@ -494,7 +494,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     if args.out is None:
-        from ..calibration import weights_dir
+        from ..paths import weights_dir
 
         out = weights_dir() / "tiny-ldm"
     else:

@@ -41,7 +41,7 @@ def load_backbone(spec: Any):
     """'tiny' (shipped), a folder with a saved whitened backbone, or a module."""
     if isinstance(spec, torch.nn.Module):
         return spec.eval()
-    from ..calibration import weights_dir
+    from ..paths import weights_dir
     from ..models.backbone import load_whitened
 
     if spec == DEFAULT_BACKBONE:

@@ -14,7 +14,6 @@ null when one is fitted (``wmkit calibrate``); identification among N keys corre
 from __future__ import annotations
 
 import hashlib
-import os
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, ClassVar, Optional
@@ -49,14 +48,16 @@ def _no_lock():
 
 
 def cache_dir() -> Path:
-    return Path(os.environ.get("WMKIT_CACHE") or Path.home() / ".cache" / "wmkit") / "stable_signature"
+    from ..paths import cache_dir as wmkit_cache
+
+    return wmkit_cache() / "stable_signature"
 
 
 def shipped_decoder_path(name: str) -> Path:
     """Where a decoder shipped with the weights would lie: only the public demo key's
     (``wmkit.demo.DEMO_KEY_SEED``), named exactly like its cache file, so it matches only
     that key on the pipeline, VAE and extractor it was fine-tuned for."""
-    from ..calibration import weights_dir
+    from ..paths import weights_dir
 
     return weights_dir() / "demo-decoders" / name
 
