@@ -15,7 +15,7 @@ from typing import Optional, Sequence
 
 from .errors import ConfigError, InputError, WmkitError, naming
 from .progress import progress, progress_write
-from .types import DEFAULT_ALPHA
+from .types import DEFAULT_ALPHA, DEFAULT_MAX_PIXELS
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
 
@@ -409,10 +409,71 @@ def cmd_attack(args) -> int:
                       load=lambda path: load_image(path, max_pixels=args.max_pixels))
 
 
-def cmd_eval(args) -> int:
-    from .eval.run import run_eval_cli
+def add_eval_arguments(p: argparse.ArgumentParser) -> None:
+    from .eval import DEFAULT_GENERATION_STEPS
+    from .eval.run import DEFAULT_ATTACKS, DEFAULT_OFFLINE_PHOTOS, DEFAULT_PIPELINE, DEFAULT_SIZE, DEFAULT_THREADS
 
-    return run_eval_cli(args)
+    p.add_argument("-m", "--method", dest="methods", action="append", required=True, metavar="METHOD", help="watermarking method to evaluate (repeat for several)")
+    p.add_argument("inputs", nargs="*", metavar="IMAGE_OR_DIR", help="unwatermarked test images (default: offline sample photos)")
+    p.add_argument("--attacks", action="append", default=None, metavar="SUITE_OR_SPEC[,SPEC...]", help=f"attack suites and specs, comma-separated (default {DEFAULT_ATTACKS}; see `wmkit attack --list`); 'none' is always included")
+    p.add_argument("--offline-photos", type=int, default=None, metavar="N", help=f"without IMAGE_OR_DIR: N crops of the offline evaluation photos (default {DEFAULT_OFFLINE_PHOTOS})")
+    p.add_argument("--size", type=int, default=DEFAULT_SIZE, help=f"side of the offline photos in pixels, and of the images --forgery squares (default {DEFAULT_SIZE})")
+    p.add_argument("-o", "--output", required=True, metavar="REPORT_DIR", help="report folder: results.jsonl, summary.json, summary.md, plots")
+    p.add_argument("--seed", type=int, default=0, help="seeds the keys, the attacks and the offline photos (default 0)")
+    p.add_argument("--overwrite", action="store_true", help="write into a non-empty REPORT_DIR (an earlier report there is replaced)")
+    p.add_argument("--threads", type=int, default=DEFAULT_THREADS, help="torch threads per process (default 1: results then do not depend on how the run is sharded)")
+    p.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS, help="refuse larger images")
+    p.add_argument("--pipeline", default=DEFAULT_PIPELINE, help="diffusion pipeline for generative attacks (regen, rinse, vae_regen, paraphrase, adv_embed) and generation-time methods (tree_ring, gaussian_shading, stable_signature): 'tiny' (default) or a local diffusers folder; loaded only if needed")
+    p.add_argument("--prompt", dest="prompts", action="append", default=[], metavar="TEXT", help="prompt for the generations that generation-time methods are evaluated on (repeat for several; they cycle; default: a few built-in subjects)")
+    p.add_argument("--generation-steps", type=int, default=DEFAULT_GENERATION_STEPS, help=f"inference steps of those generations (default {DEFAULT_GENERATION_STEPS})")
+    p.add_argument("--forgery", type=int, default=None, metavar="N", help="also run the averaging forgery per post-hoc method on the run's first 2N images, squared to --size (N marked to estimate the mark from, N clean ones to forge), and report the false-attribution rate")
+
+
+def cmd_eval(args) -> int:
+    from .eval.run import DEFAULT_ATTACKS, process_state, run_eval
+
+    state = process_state()
+
+    def report_bad_image(item, message: str) -> None:
+        progress_write(f"error: {message if item.image_id in message else f'{item.image_id}: {message}'}", file=sys.stderr)
+
+    try:
+        outcome = run_eval(
+            methods=args.methods,
+            output=args.output,
+            attacks=args.attacks or DEFAULT_ATTACKS,
+            inputs=args.inputs,
+            offline_photos=args.offline_photos,
+            size=args.size,
+            seed=args.seed,
+            overwrite=args.overwrite,
+            max_pixels=args.max_pixels,
+            threads=args.threads,
+            progress=args.progress,
+            on_error=report_bad_image,
+            state=state,
+            pipeline=args.pipeline,
+            forgery=args.forgery,
+            prompts=args.prompts,
+            generation_steps=args.generation_steps,
+        )
+    finally:
+        if hasattr(state, "destroy_process_group"):  # the CLI owns its process group
+            state.destroy_process_group()
+    if outcome.is_main_process:
+        summary = outcome.summary
+        counts = summary["counts"]
+        for warning in summary["calibration_warnings"]:
+            print(f"warning: {warning}", file=sys.stderr)
+        print(
+            f"evaluated {counts['images'] - counts['failed_images']} images x {len(summary['methods'])} methods x "
+            f"{len(summary['config']['attacks'])} attack settings ({counts['records']} records) "
+            f"on {summary['config']['processes']} process(es)",
+            file=sys.stderr,
+        )
+        for path in outcome.files:
+            print(path)
+    return 1 if outcome.failed_images else 0
 
 
 def cmd_demo(args) -> int:
@@ -423,8 +484,6 @@ def cmd_demo(args) -> int:
 
 # -- parser ------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
-    from .types import DEFAULT_MAX_PIXELS
-
     parser = argparse.ArgumentParser(prog="wmkit", description="Invisible watermarks: embed, attack, verify.")
     parser.add_argument("--version", action="version", version="wmkit " + __import__("wmkit").__version__)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -532,8 +591,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_attack)
 
     p = sub.add_parser("eval", help="robustness and calibration report: methods x attacks x images")
-    from .eval.run import add_eval_arguments
-
     add_eval_arguments(p)
     _add_progress(p)
     p.set_defaults(func=cmd_eval)

@@ -17,12 +17,10 @@ unless MPI is set up), e.g.::
 """
 from __future__ import annotations
 
-import argparse
 import contextlib
 import heapq
 import json
 import os
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Optional, Sequence
@@ -337,70 +335,3 @@ def _progress_bar(total: int, *, enabled: Optional[bool]):
     from ..progress import progress
 
     return progress(total=total, desc="eval", unit="img", enabled=enabled)
-
-
-# -- the command line ---------------------------------------------------------------------------
-def add_eval_arguments(p: argparse.ArgumentParser) -> None:
-    from ..types import DEFAULT_MAX_PIXELS
-
-    p.add_argument("-m", "--method", dest="methods", action="append", required=True, metavar="METHOD", help="watermarking method to evaluate (repeat for several)")
-    p.add_argument("inputs", nargs="*", metavar="IMAGE_OR_DIR", help="unwatermarked test images (default: offline sample photos)")
-    p.add_argument("--attacks", action="append", default=None, metavar="SUITE_OR_SPEC[,SPEC...]", help=f"attack suites and specs, comma-separated (default {DEFAULT_ATTACKS}; see `wmkit attack --list`); 'none' is always included")
-    p.add_argument("--offline-photos", type=int, default=None, metavar="N", help=f"without IMAGE_OR_DIR: N crops of the offline evaluation photos (default {DEFAULT_OFFLINE_PHOTOS})")
-    p.add_argument("--size", type=int, default=DEFAULT_SIZE, help=f"side of the offline photos in pixels (default {DEFAULT_SIZE})")
-    p.add_argument("-o", "--output", required=True, metavar="REPORT_DIR", help="report folder: results.jsonl, summary.json, summary.md, plots")
-    p.add_argument("--seed", type=int, default=0, help="seeds the keys, the attacks and the offline photos (default 0)")
-    p.add_argument("--overwrite", action="store_true", help="write into a non-empty REPORT_DIR (an earlier report there is replaced)")
-    p.add_argument("--threads", type=int, default=DEFAULT_THREADS, help="torch threads per process (default 1: results then do not depend on how the run is sharded)")
-    p.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS, help="refuse larger images")
-    p.add_argument("--pipeline", default=DEFAULT_PIPELINE, help="diffusion pipeline for generative attacks (regen, rinse, vae_regen, paraphrase, adv_embed) and generation-time methods (tree_ring, gaussian_shading, stable_signature): 'tiny' (default) or a local diffusers folder; loaded only if needed")
-    p.add_argument("--prompt", dest="prompts", action="append", default=[], metavar="TEXT", help="prompt for the generations that generation-time methods are evaluated on (repeat for several; they cycle; default: a few built-in subjects)")
-    p.add_argument("--generation-steps", type=int, default=DEFAULT_GENERATION_STEPS, help=f"inference steps of those generations (default {DEFAULT_GENERATION_STEPS})")
-    p.add_argument("--forgery", type=int, default=None, metavar="N", help="also run the averaging forgery per post-hoc method on the run's first 2N images, squared to --size (N marked to estimate the mark from, N clean ones to forge), and report the false-attribution rate")
-
-
-def run_eval_cli(args: argparse.Namespace) -> int:
-    state = process_state()
-
-    def report_bad_image(item: ImageItem, message: str) -> None:
-        from ..progress import progress_write
-
-        progress_write(f"error: {message if item.image_id in message else f'{item.image_id}: {message}'}", file=sys.stderr)
-
-    try:
-        outcome = run_eval(
-            methods=args.methods,
-            output=args.output,
-            attacks=args.attacks or DEFAULT_ATTACKS,
-            inputs=args.inputs,
-            offline_photos=args.offline_photos,
-            size=args.size,
-            seed=args.seed,
-            overwrite=args.overwrite,
-            max_pixels=args.max_pixels,
-            threads=args.threads,
-            progress=args.progress,
-            on_error=report_bad_image,
-            state=state,
-            pipeline=getattr(args, "pipeline", DEFAULT_PIPELINE),
-            forgery=getattr(args, "forgery", None),
-            prompts=getattr(args, "prompts", ()),
-            generation_steps=getattr(args, "generation_steps", DEFAULT_GENERATION_STEPS),
-        )
-    finally:
-        if hasattr(state, "destroy_process_group"):  # the CLI owns its process group
-            state.destroy_process_group()
-    if outcome.is_main_process:
-        summary = outcome.summary
-        counts = summary["counts"]
-        for warning in summary["calibration_warnings"]:
-            print(f"warning: {warning}", file=sys.stderr)
-        print(
-            f"evaluated {counts['images'] - counts['failed_images']} images x {len(summary['methods'])} methods x "
-            f"{len(summary['config']['attacks'])} attack settings ({counts['records']} records) "
-            f"on {summary['config']['processes']} process(es)",
-            file=sys.stderr,
-        )
-        for path in outcome.files:
-            print(path)
-    return 1 if outcome.failed_images else 0
