@@ -430,7 +430,7 @@ def add_eval_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_eval(args) -> int:
-    from .eval.run import DEFAULT_ATTACKS, process_state, run_eval
+    from .eval.run import DEFAULT_ATTACKS, EvalConfig, process_state, run_eval
 
     state = process_state()
 
@@ -438,25 +438,13 @@ def cmd_eval(args) -> int:
         progress_write(f"error: {message if item.image_id in message else f'{item.image_id}: {message}'}", file=sys.stderr)
 
     try:
-        outcome = run_eval(
-            methods=args.methods,
-            output=args.output,
-            attacks=args.attacks or DEFAULT_ATTACKS,
-            inputs=args.inputs,
-            offline_photos=args.offline_photos,
-            size=args.size,
-            seed=args.seed,
-            overwrite=args.overwrite,
-            max_pixels=args.max_pixels,
-            threads=args.threads,
-            progress=args.progress,
-            on_error=report_bad_image,
-            state=state,
-            pipeline=args.pipeline,
-            forgery=args.forgery,
-            prompts=args.prompts,
-            generation_steps=args.generation_steps,
+        config = EvalConfig(
+            methods=args.methods, output=args.output, attacks=args.attacks or DEFAULT_ATTACKS, inputs=args.inputs,
+            offline_photos=args.offline_photos, size=args.size, seed=args.seed, overwrite=args.overwrite,
+            max_pixels=args.max_pixels, threads=args.threads, pipeline=args.pipeline, forgery=args.forgery,
+            prompts=args.prompts, generation_steps=args.generation_steps,
         )
+        outcome = run_eval(config, progress=args.progress, on_error=report_bad_image, state=state)
     finally:
         if hasattr(state, "destroy_process_group"):  # the CLI owns its process group
             state.destroy_process_group()
@@ -483,6 +471,7 @@ def cmd_demo(args) -> int:
 
 
 # -- parser ------------------------------------------------------------------------
+# long by nature: one add_argument per option of every command, in the order `--help` lists them
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="wmkit", description="Invisible watermarks: embed, attack, verify.")
     parser.add_argument("--version", action="version", version="wmkit " + __import__("wmkit").__version__)

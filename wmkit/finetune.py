@@ -54,6 +54,7 @@ def decode_with(vae, decoder, latents: torch.Tensor) -> torch.Tensor:
     return (decoder(z) + 1) / 2
 
 
+# one function on purpose: the setup, the loop and the final measurement of one recipe, read top to bottom
 def finetune_decoder(
     vae,
     extractor: torch.nn.Module,

@@ -272,6 +272,7 @@ def _fmt(value: Optional[float], digits: int = 3) -> str:
     return "—" if value is None else f"{value:.{digits}f}"
 
 
+# long by nature: the report's sections in the order they print
 def markdown(summary: dict, *, plots: Sequence[str] = ()) -> str:
     a = alpha_key(HEADLINE_ALPHA)
     cfg, counts = summary["config"], summary["counts"]

@@ -198,89 +198,139 @@ class EvalOutcome:
     files: tuple[Path, ...] = ()
 
 
-def run_eval(
-    *,
-    methods: Sequence[str],
-    output: str | os.PathLike,
-    attacks: Sequence[str] | str = DEFAULT_ATTACKS,
-    inputs: Sequence[str] = (),
-    offline_photos: Optional[int] = None,
-    size: int = DEFAULT_SIZE,
-    seed: int = 0,
-    overwrite: bool = False,
-    max_pixels: Optional[int] = None,
-    threads: Optional[int] = DEFAULT_THREADS,
-    progress: Optional[bool] = None,
-    on_error: Optional[Callable[[ImageItem, str], None]] = None,
-    state: Any = None,
-    pipeline: Any = DEFAULT_PIPELINE,
-    forgery: Optional[int] = None,
-    prompts: Sequence[str] = (),
-    generation_steps: int = DEFAULT_GENERATION_STEPS,
-) -> EvalOutcome:
-    """Evaluate ``methods`` against ``attacks`` and write the report folder ``output``.
+@dataclass(frozen=True)
+class EvalConfig:
+    """What one evaluation is asked to do: the options of `wmkit eval`.
 
     ``inputs`` are image files and folders; without them, ``offline_photos`` (default 16)
-    crops of the offline evaluation photos at ``size`` pixels. ``state`` is accelerate's
-    PartialState (found automatically when launched with several processes). ``pipeline``
-    ("tiny", a local diffusers folder or a pipeline object) serves the attacks that need one
-    and the generation-time schemes (Tree-Ring), which are evaluated on its generations from
+    crops of the offline evaluation photos at ``size`` pixels. ``pipeline`` ("tiny", a local
+    diffusers folder or a pipeline object) serves the attacks that need one and the
+    generation-time schemes (Tree-Ring), which are evaluated on its generations from
     ``prompts`` (``generation_steps`` steps; input image i only lends its index and id: see
     ``harness.GenerationPairs``); it is loaded once, and only when needed. ``forgery``: run
     the averaging forgery per post-hoc method, on the run's own first 2 x ``forgery`` images
     (that many to estimate from, that many to forge; ``wmkit.eval.forgery.forgery_on_images``),
-    and add its false-attribution rates to the report.
-    """
+    and add its false-attribution rates to the report."""
+
+    methods: Sequence[str]
+    output: str | os.PathLike
+    attacks: Sequence[str] | str = DEFAULT_ATTACKS
+    inputs: Sequence[str] = ()
+    offline_photos: Optional[int] = None
+    size: int = DEFAULT_SIZE
+    seed: int = 0
+    overwrite: bool = False
+    max_pixels: Optional[int] = None
+    threads: Optional[int] = DEFAULT_THREADS
+    pipeline: Any = DEFAULT_PIPELINE
+    forgery: Optional[int] = None
+    prompts: Sequence[str] = ()
+    generation_steps: int = DEFAULT_GENERATION_STEPS
+
+
+@dataclass
+class _Plan:
+    """A checked request: the schemes with their keys, the attack cases, the images."""
+
+    schemes: list
+    cases: list
+    source: ImageSource
+    uses_pipeline: bool
+
+
+def _plan(config: EvalConfig) -> _Plan:
+    """Everything that can be wrong with the request, checked by every process before any of
+    them writes, so they all stop alike instead of leaving one waiting at a barrier."""
     from ..types import DEFAULT_MAX_PIXELS
+    from .harness import make_attack_cases, make_schemes
 
-    state = state if state is not None else process_state()
-    # Everything that can be wrong with the request is checked by every process before any
-    # of them writes, so they all stop alike instead of leaving one waiting at a barrier.
-    from .harness import make_attack_cases, make_schemes, run_harness
-
-    schemes = make_schemes(list(methods), seed=seed, pipeline=pipeline, prompts=prompts, generation_steps=generation_steps)
-    cases = make_attack_cases(attacks, pipeline=pipeline)
-    generation_schemes = [s for s in schemes if s.generation is not None]
-    uses_pipeline = bool(generation_schemes) or any(getattr(c.attack, "needs_pipeline", False) for c in cases)
+    schemes = make_schemes(list(config.methods), seed=config.seed, pipeline=config.pipeline, prompts=config.prompts,
+                           generation_steps=config.generation_steps)
+    cases = make_attack_cases(config.attacks, pipeline=config.pipeline)
+    uses_pipeline = any(s.generation is not None for s in schemes) or any(getattr(c.attack, "needs_pipeline", False) for c in cases)
     if uses_pipeline:  # load it now (once, shared): a missing pipeline stops the run before it starts
         from ..diffusion import resolve_pipeline
 
-        resolve_pipeline(pipeline)
-    if forgery is not None and forgery < 1:
-        raise ConfigError(f"--forgery must be at least 1, got {forgery}")
+        resolve_pipeline(config.pipeline)
+    if config.forgery is not None and config.forgery < 1:
+        raise ConfigError(f"--forgery must be at least 1, got {config.forgery}")
     min_pixels = max(s.watermarker.min_pixels for s in schemes)
     min_side = max(s.watermarker.min_side for s in schemes)
-    if inputs and offline_photos is not None:
+    if config.inputs and config.offline_photos is not None:
         raise ConfigError("give image files/folders or --offline-photos, not both")
-    if inputs:
-        source = file_source(inputs, min_pixels=min_pixels, min_side=min_side, max_pixels=max_pixels or DEFAULT_MAX_PIXELS)
+    if config.inputs:
+        source = file_source(config.inputs, min_pixels=min_pixels, min_side=min_side,
+                             max_pixels=config.max_pixels or DEFAULT_MAX_PIXELS)
     else:
-        count = DEFAULT_OFFLINE_PHOTOS if offline_photos is None else offline_photos
-        source = offline_source(count, size=size, seed=seed, min_pixels=min_pixels, min_side=min_side)
-    report_dir = Path(output)
-    check_report_dir(report_dir, overwrite=overwrite)
+        count = DEFAULT_OFFLINE_PHOTOS if config.offline_photos is None else config.offline_photos
+        source = offline_source(count, size=config.size, seed=config.seed, min_pixels=min_pixels, min_side=min_side)
+    check_report_dir(Path(config.output), overwrite=config.overwrite)
+    return _Plan(schemes=schemes, cases=cases, source=source, uses_pipeline=uses_pipeline)
+
+
+def run_eval(config: Optional[EvalConfig] = None, *, progress: Optional[bool] = None,
+             on_error: Optional[Callable[[ImageItem, str], None]] = None, state: Any = None, **options: Any) -> EvalOutcome:
+    """Evaluate ``config.methods`` against ``config.attacks`` and write the report folder
+    ``config.output``: ``run_eval(EvalConfig(...))``, or the same fields as keywords
+    (``run_eval(methods=["dwtdct"], output="report")``). ``state`` is accelerate's
+    PartialState (found automatically when launched with several processes); ``on_error`` is
+    told about each image that fails (the run goes on)."""
+    if config is None:
+        config = EvalConfig(**options)
+    elif options:
+        raise ConfigError(f"give an EvalConfig or its fields as keywords, not both ({', '.join(sorted(options))})")
+    state = state if state is not None else process_state()
+    plan = _plan(config)
+    report_dir = Path(config.output)
     state.wait_for_everyone()
     if state.is_main_process:
         report_dir.mkdir(parents=True, exist_ok=True)
         clear_outputs(report_dir)
     state.wait_for_everyone()
 
+    failed_here = _run_this_process(config, plan, report_dir, state, progress=progress, on_error=on_error)
+    if not state.is_main_process:
+        return EvalOutcome(report_dir=report_dir, is_main_process=False, failed_images=failed_here)
+    _merge_process_files(report_dir, state.num_processes)
+
+    from .report import read_records, summarize, write_report
+
+    summary = summarize(read_records(report_dir / RESULTS), config=_report_config(config, plan, state.num_processes))
+    if config.forgery is not None and any(s.generation is None for s in plan.schemes):
+        summary["forgery"] = _forgery_rows(config, plan)
+    files = [report_dir / RESULTS, *write_report(report_dir, summary, report_dir / RESULTS)]
+    return EvalOutcome(
+        report_dir=report_dir, is_main_process=True, failed_images=summary["counts"]["failed_images"],
+        summary=summary, files=tuple(files),
+    )
+
+
+def _run_this_process(config: EvalConfig, plan: _Plan, report_dir: Path, state, *, progress, on_error) -> int:
+    """This process's share of the images through the harness, into its own record file;
+    returns its failed images. A failure is written down for the main process before it is
+    raised, so no process is left waiting at the barrier."""
+    from .harness import run_harness
+
     rank, world = state.process_index, state.num_processes
-    own_count = len(range(rank, source.count, world))
+    own_count = len(range(rank, plan.source.count, world))
     failure: Optional[BaseException] = None
     stats = None
     try:
-        with torch_threads(threads), open(report_dir / f"results.rank{rank}.jsonl", "w") as out, _progress_bar(own_count, enabled=progress if state.is_main_process else False) as bar:
-            stats = run_harness(shard(source.items(), index=rank, count=world), schemes, cases, out, seed=seed, on_error=on_error, progress=bar)
-    except BaseException as exc:  # tell the main process instead of leaving it at the barrier
+        with torch_threads(config.threads), open(report_dir / f"results.rank{rank}.jsonl", "w") as out, \
+                _progress_bar(own_count, enabled=progress if state.is_main_process else False) as bar:
+            stats = run_harness(shard(plan.source.items(), index=rank, count=world), plan.schemes, plan.cases, out,
+                                seed=config.seed, on_error=on_error, progress=bar)
+    except BaseException as exc:
         failure = exc
         (report_dir / f"results.rank{rank}.failed").write_text(f"{type(exc).__name__}: {exc}\n")
     state.wait_for_everyone()
     if failure is not None:
         raise failure
-    if not state.is_main_process:
-        return EvalOutcome(report_dir=report_dir, is_main_process=False, failed_images=stats.failed_images)
+    return stats.failed_images
 
+
+def _merge_process_files(report_dir: Path, world: int) -> None:
+    """The processes' record files merged into ``results.jsonl`` (main process, after all wrote)."""
     failed = sorted(report_dir.glob("results.rank*.failed"))
     if failed:
         reasons = "; ".join(f"{p.name}: {p.read_text().strip()}" for p in failed)
@@ -290,45 +340,46 @@ def run_eval(
     for path in shards:
         path.unlink()
 
-    from .report import read_records, summarize, write_report
 
-    config = {
-        "methods": [s.method for s in schemes],
-        "key_fingerprints": {s.method: s.key.fingerprint for s in schemes},
-        "attacks": [c.spec for c in cases],
+def _report_config(config: EvalConfig, plan: _Plan, world: int) -> dict:
+    """What the report says about the run: schemes, keys, attacks, images, seed, processes."""
+    attacks = config.attacks
+    report = {
+        "methods": [s.method for s in plan.schemes],
+        "key_fingerprints": {s.method: s.key.fingerprint for s in plan.schemes},
+        "attacks": [c.spec for c in plan.cases],
         "attack_request": attacks if isinstance(attacks, str) else list(attacks),
-        "images": source.description,
-        "seed": seed,
+        "images": plan.source.description,
+        "seed": config.seed,
         "processes": world,
-        "torch_threads_per_process": threads,
+        "torch_threads_per_process": config.threads,
         "wmkit_version": __import__("wmkit").__version__,
     }
-    if uses_pipeline:
-        config["pipeline"] = pipeline if isinstance(pipeline, str) else type(pipeline).__name__
-    for s in generation_schemes:
-        config.setdefault("generated_images", {})[s.method] = {
-            "description": s.generation.describe(), "prompts": list(s.generation.prompts), "steps": s.generation.steps}
-    summary = summarize(read_records(report_dir / RESULTS), config=config)
-    if forgery is not None and any(s.generation is None for s in schemes):
-        import itertools
+    if plan.uses_pipeline:
+        report["pipeline"] = config.pipeline if isinstance(config.pipeline, str) else type(config.pipeline).__name__
+    for s in plan.schemes:
+        if s.generation is not None:
+            report.setdefault("generated_images", {})[s.method] = {
+                "description": s.generation.describe(), "prompts": list(s.generation.prompts), "steps": s.generation.steps}
+    return report
 
-        from .forgery import ESTIMATORS, forgery_on_images
 
-        # the averaging forgery adds an estimated mark to clean images: a post-hoc notion; it
-        # runs on the run's own images (the first 2 x --forgery of them, squared to --size)
-        images = [item.load() for item in itertools.islice(source.items(), 2 * forgery)]
-        with torch_threads(threads):
-            summary["forgery"] = [
-                forgery_on_images(s.watermarker, s.key, images, n_estimate=forgery, n_test=forgery, size=size,
-                                  estimator=estimator).as_dict()
-                for s in schemes if s.generation is None
-                for estimator in ESTIMATORS
-            ]
-    files = [report_dir / RESULTS, *write_report(report_dir, summary, report_dir / RESULTS)]
-    return EvalOutcome(
-        report_dir=report_dir, is_main_process=True, failed_images=summary["counts"]["failed_images"],
-        summary=summary, files=tuple(files),
-    )
+def _forgery_rows(config: EvalConfig, plan: _Plan) -> list[dict]:
+    """The averaging forgery per post-hoc scheme and estimator, on the run's own images (the
+    first 2 x ``forgery``, squared to ``size``): it adds an estimated mark to clean images, a
+    post-hoc notion."""
+    import itertools
+
+    from .forgery import ESTIMATORS, forgery_on_images
+
+    images = [item.load() for item in itertools.islice(plan.source.items(), 2 * config.forgery)]
+    with torch_threads(config.threads):
+        return [
+            forgery_on_images(s.watermarker, s.key, images, n_estimate=config.forgery, n_test=config.forgery,
+                              size=config.size, estimator=estimator).as_dict()
+            for s in plan.schemes if s.generation is None
+            for estimator in ESTIMATORS
+        ]
 
 
 def _progress_bar(total: int, *, enabled: Optional[bool]):

@@ -89,6 +89,7 @@ def training_images(count: int, size: int, seed: int, images_dir: Optional[str],
     return torch.stack(data.crops(count, size=size, group=group, seed=seed, min_scale=0.12, photos=photos))
 
 
+# one function on purpose: the recipe's setup, curriculum loop and checkpoints, read top to bottom
 def train(*, out: Path, minutes: Optional[float], steps: Optional[int] = None, num_bits: int = 48, size: int = 64,
           batch: int = 32, count: int = 3000, channels: int = 32, image_weight: float = 30.0, seed: int = 0,
           images_dir: Optional[str] = None, log_every: int = 100, period: int = 8, scale_candidates: int = 3,
