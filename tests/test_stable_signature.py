@@ -424,6 +424,25 @@ def test_smooth_encoder_keeps_its_residual_in_the_low_band(tmp_path):
     assert float(power[f > 0.3].mean()) < 0.01 * float(power[(f > 0) & (f < 0.1)].mean())
 
 
+def test_luminance_encoder_changes_luminance_only_and_is_saved_as_such(tmp_path):
+    """--luminance: one residual channel added alike to R, G and B (JPEG halves chroma)."""
+    from wmkit.train.hidden import train
+
+    small = dict(size=32, batch=4, count=16, channels=8, whitening_crops=((64, 60),), log_every=1)
+    train(out=tmp_path / "l", minutes=None, steps=2, luminance=True, **small)
+    encoder, _, provenance = load_hidden(tmp_path / "l")
+    assert provenance["arch"]["luminance"] is True and encoder.luminance
+    with torch.no_grad():
+        residual = encoder(torch.rand(2, 3, 64, 64), torch.randint(0, 2, (2, encoder.num_bits)).float())
+    assert float(residual.abs().max()) > 0
+    assert torch.equal(residual[:, 0], residual[:, 1]) and torch.equal(residual[:, 1], residual[:, 2])
+    # the default encoder writes three channels of their own
+    rgb = HiddenEncoder(num_bits=8, channels=8)
+    with torch.no_grad():
+        residual = rgb(torch.rand(1, 3, 16, 16), torch.ones(1, 8))
+    assert not torch.equal(residual[:, 0], residual[:, 1])
+
+
 def test_a_shipped_calibration_fitted_on_another_extractor_is_refused(hidden_dir, tmp_path, monkeypatch):
     import shutil
 

@@ -94,7 +94,7 @@ def train(*, out: Path, minutes: Optional[float], steps: Optional[int] = None, n
           batch: int = 32, count: int = 3000, channels: int = 32, image_weight: float = 30.0, seed: int = 0,
           images_dir: Optional[str] = None, log_every: int = 100, period: int = 8, scale_candidates: int = 3,
           init: Optional[Path] = None, whitening_crops: tuple = WHITENING_CROPS, device: str = "cpu",
-          corpus: Optional[str] = None, procedural_share: float = 0.0, smooth: float = 0.0) -> dict:
+          corpus: Optional[str] = None, procedural_share: float = 0.0, smooth: float = 0.0, luminance: bool = False) -> dict:
     dev = training_device(device)
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)
@@ -106,7 +106,7 @@ def train(*, out: Path, minutes: Optional[float], steps: Optional[int] = None, n
         extractor.scale_candidates, num_bits, period = 0, extractor.num_bits, extractor.period
         done = 2 * WARM_STEPS + ATTACK_RAMP
     else:
-        encoder = HiddenEncoder(num_bits, channels, period, smooth=smooth)
+        encoder = HiddenEncoder(num_bits, channels, period, smooth=smooth, luminance=luminance)
         extractor = HiddenExtractor(num_bits, channels, period, scale_candidates=0)
         done = 0
     encoder.to(dev), extractor.to(dev)
@@ -201,6 +201,8 @@ def main(argv=None) -> None:
     parser.add_argument("--procedural-share", type=float, default=0.0, help="share of procedural training images")
     parser.add_argument("--smooth", type=float, default=0.0,
                         help="Gaussian sigma of a fixed low-pass on the encoder's residual (0: none): the mark in the band JPEG and downscaling keep")
+    parser.add_argument("--luminance", action="store_true",
+                        help="the encoder changes luminance only (one residual channel added to R, G and B): JPEG halves chroma")
     parser.add_argument("--init", default=None, help="go on training this wmkit HiDDeN folder (--steps 0: refit its whitening only)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--log-every", type=int, default=100)
@@ -214,7 +216,8 @@ def main(argv=None) -> None:
                            batch=args.batch, channels=args.channels, count=args.count, image_weight=args.image_weight,
                            images_dir=args.images_dir, log_every=args.log_every, period=args.period,
                            init=Path(args.init) if args.init else None, device=args.device, corpus=args.corpus,
-                           procedural_share=args.procedural_share, smooth=args.smooth)))
+                           procedural_share=args.procedural_share, smooth=args.smooth,
+                           luminance=args.luminance)))
 
 
 if __name__ == "__main__":
