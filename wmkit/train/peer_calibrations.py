@@ -1,6 +1,6 @@
 """Fit the shipped null calibrations of the bit-based schemes (weights/calibration/).
 
-    python -m wmkit.train.peer_calibrations [--methods dwtdct dwtdctsvd rivagan periodic hidden stable_signature]
+    python -m wmkit.train.peer_calibrations [--methods dwtdct dwtdctsvd rivagan periodic hidden stable_signature ssl_multi_bit]
                                             [--corpus DIR] [--overwrite]
 
 Data: with ``--corpus DIR`` (how the shipped calibrations are made) crops of the training
@@ -25,7 +25,7 @@ from ..calibration import shipped_calibration_path
 from ..registry import create
 
 SIZES = {256: 120, 512: 60}  # crops per size
-METHODS = ["dwtdct", "dwtdctsvd", "rivagan", "periodic", "hidden", "stable_signature"]
+METHODS = ["dwtdct", "dwtdctsvd", "rivagan", "periodic", "hidden", "stable_signature", "ssl_multi_bit"]
 
 
 def calibration_images(corpus=None) -> list:

@@ -241,6 +241,13 @@ class SSLMultiBit(_SSLMark, BitWatermarker):
         # the backbone decides the decoder's null: a calibration holds for one backbone only
         return {"num_bits": self.num_bits, "backbone": self.model_name}
 
+    def extractor_digest(self) -> str:
+        """12 hex digits of sha256 over the backbone's weights (as used: batch norms folded):
+        a calibration fitted on a retrained backbone shipped under the same name is refused."""
+        from ..models import weights_digest
+
+        return weights_digest({"": self.backbone})
+
     def directions(self) -> torch.Tensor:
         """K orthonormal carrier directions, fixed by the scheme (like a decoder's weights);
         the key's secret is the message. This differs from the paper's secret directions on
