@@ -59,15 +59,21 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=512)
     parser.add_argument("--keys", type=int, default=10)
     parser.add_argument("--steps", type=int, default=200, help="decoder fine-tune steps (the watermarker's default)")
+    parser.add_argument("--finetune-size", type=int, default=None, help="side of the fine-tune's crops (the watermarker's default)")
+    parser.add_argument("--finetune-lr", type=float, default=None, help="the fine-tune's learning rate (the watermarker's default)")
+    parser.add_argument("--peers", nargs="*", default=PEERS, help="post-hoc schemes marking the same photos (none: leave them out)")
     parser.add_argument("--generations", type=int, default=4)
     args = parser.parse_args()
     os.environ["WMKIT_CACHE"] = tempfile.mkdtemp(prefix="wmkit-bench-cache-")
     pipe = load_pipeline("tiny")
-    ss = wmkit.create("stable_signature", pipeline=pipe, finetune_steps=args.steps)
+    recipe = {"finetune_steps": args.steps, **({"finetune_size": args.finetune_size} if args.finetune_size else {}),
+              **({"finetune_lr": args.finetune_lr} if args.finetune_lr else {})}
+    ss = wmkit.create("stable_signature", pipeline=pipe, **recipe)
     key = generate_key("stable_signature", seed=2024)
     start = time.perf_counter()
     ss.watermarked_decoder(key, progress=False)
-    print(f"decoder fine-tune (tiny VAE, {args.steps} steps, {torch.get_num_threads()} CPU threads): {time.perf_counter() - start:.0f} s wall")
+    print(f"decoder fine-tune (tiny VAE, {args.steps} steps, {torch.get_num_threads()} CPU threads): {time.perf_counter() - start:.0f} s wall "
+          f"(crops {ss.finetune_size} px, learning rate {ss.finetune_lr:g})")
 
     photos = data.crops(args.photos, size=args.size, group="evaluation", seed=11)
     through_original, through_key = ss.round_trips(photos, key)  # the unwatermarked twin and the marked one
@@ -82,7 +88,7 @@ def main() -> None:
 
     table = {"stable_signature": (detection_rates(ss, key, through_key), float(np.mean(q_psnr))),
              "stable_sig. post-hoc": (detection_rates(ss, key, list(posthoc)), float(np.mean(p_psnr)))}
-    for method in PEERS:
+    for method in [m for m in args.peers if m != "none"]:
         wm = wmkit.create(method)
         peer_key = generate_key(method, seed=2024)
         peer_marked = wm.embed(photos, peer_key)

@@ -27,6 +27,8 @@ from .base import PipelineHook
 from .hidden import DEFAULT_EXTRACTOR, ExtractorBits
 
 DEFAULT_STEPS = 200  # the paper's 100 with the SSIM floor cost PSNR and bits on the tiny VAE (see wmkit.finetune)
+DEFAULT_SIZE = 128  # side of the training crops
+DEFAULT_LR = 1e-3
 
 
 @contextmanager
@@ -85,13 +87,18 @@ class StableSignature(ExtractorBits):
     min_side: ClassVar[int] = 32
 
     def __init__(self, *, pipeline: Any = "tiny", extractor: Any = DEFAULT_EXTRACTOR, finetune_steps: int = DEFAULT_STEPS,
+                 finetune_size: int = DEFAULT_SIZE, finetune_lr: float = DEFAULT_LR,
                  decoder: Optional[str] = None, calibration: Any = "auto"):
         if not isinstance(finetune_steps, int) or finetune_steps < 1:
             raise ConfigError(f"finetune_steps must be a positive integer, got {finetune_steps!r}")
+        if not isinstance(finetune_size, int) or finetune_size < 32 or finetune_size % 8:
+            raise ConfigError(f"finetune_size must be a multiple of 8 of at least 32 pixels, got {finetune_size!r}")
+        if not isinstance(finetune_lr, (int, float)) or not 0 < finetune_lr < 1:
+            raise ConfigError(f"finetune_lr must be a number in (0, 1), got {finetune_lr!r}")
         super().__init__(extractor=extractor, calibration=calibration)
         self._pipeline_spec = pipeline
         self._pipe = None
-        self.finetune_steps = finetune_steps
+        self.finetune_steps, self.finetune_size, self.finetune_lr = finetune_steps, finetune_size, float(finetune_lr)
         self._decoder_path = decoder  # an explicit fine-tuned decoder file (`wmkit finetune-decoder -o`)
         self._decoders: dict[str, torch.nn.Module] = {}
         self._vae_digest: Optional[str] = None
@@ -177,7 +184,7 @@ class StableSignature(ExtractorBits):
                 from ..finetune import finetune_decoder
 
                 decoder, report = finetune_decoder(vae, self.extractor, self.message(key), steps=self.finetune_steps,
-                                                   progress=progress)
+                                                   size=self.finetune_size, lr=self.finetune_lr, progress=progress)
                 from safetensors.torch import save
 
                 from ..atomic import write_bytes
