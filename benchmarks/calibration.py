@@ -27,7 +27,7 @@ import torch
 import wmkit
 from wmkit import data
 from wmkit.attacks import SUITES, parse_attack
-from wmkit.calibrate import calibrate_images
+from wmkit.calibration.measure import calibrate_images
 from wmkit.eval.metrics import binomial_upper_bound
 from wmkit.keys import generate_key
 from wmkit.watermarkers.base import reported_log_p_values

@@ -69,7 +69,8 @@ def main() -> None:
     recipe = {"finetune_steps": args.steps, **({"finetune_size": args.finetune_size} if args.finetune_size else {}),
               **({"finetune_lr": args.finetune_lr} if args.finetune_lr else {})}
     ss = wmkit.create("stable_signature", pipeline=pipe, **recipe)
-    key = generate_key("stable_signature", seed=2024)
+    # not the public demo key (seed 2024): its decoder is shipped, and this key must really be fine-tuned
+    key = generate_key("stable_signature", seed=2025)
     start = time.perf_counter()
     ss.watermarked_decoder(key, progress=False)
     print(f"decoder fine-tune (tiny VAE, {args.steps} steps, {torch.get_num_threads()} CPU threads): {time.perf_counter() - start:.0f} s wall "

@@ -17,11 +17,10 @@ from scipy import stats
 
 from wmkit.cli import main
 from wmkit.errors import ConfigError
-from wmkit.eval.harness import (
-    TIMING_FIELDS, ImageItem, attack_pair, make_attack_cases, make_schemes, run_harness, split_attack_list, without_timing,
-)
+from wmkit.eval.harness import ImageItem, attack_pair, make_attack_cases, make_schemes, run_harness, split_attack_list
 from wmkit.eval.metrics import calibration_check, roc_curve
-from wmkit.eval.report import read_records, summarize, write_report
+from wmkit.eval.records import TIMING_FIELDS, Record, read_records
+from wmkit.eval.report import summarize, write_report
 from wmkit.eval.run import merge_shards
 from wmkit.imageio import save_image
 
@@ -46,41 +45,42 @@ def records(report):
     return list(read_records(report / "results.jsonl"))
 
 
-def test_records_have_the_fields(records):
+def test_records_have_the_fields(records, report):
     assert len(records) == 4 * 3 * 2  # images x (none + 2 attacks) x watermarked/not
+    lines = (report / "results.jsonl").read_text().splitlines()
+    assert all(set(json.loads(line)) == RECORD_FIELDS for line in lines)  # the file's schema, every field written
     for r in records:
-        assert set(r) == RECORD_FIELDS
-        assert r["method"] == "dwtdct"
-    by_status = {(r["attack"], r["status"]) for r in records}
+        assert r.method == "dwtdct"
+    by_status = {(r.attack, r.status) for r in records}
     assert by_status == {("none", "ok"), ("jpeg:50", "ok"), ("resize:0.5", "skipped")}
     for r in records:
-        if r["status"] == "ok":
-            assert 0.0 <= r["p_value"] <= 1.0 and 0.0 <= r["p_value_analytic"] <= 1.0
-            assert 10 ** r["log10_p_value"] == pytest.approx(r["p_value"], rel=1e-6)
-            assert 0.0 <= r["bit_accuracy"] <= 1.0 and r["score"] == 32 * r["bit_accuracy"]
+        if r.status == "ok":
+            assert 0.0 <= r.p_value <= 1.0 and 0.0 <= r.p_value_analytic <= 1.0
+            assert 10 ** r.log10_p_value == pytest.approx(r.p_value, rel=1e-6)
+            assert 0.0 <= r.bit_accuracy <= 1.0 and r.score == 32 * r.bit_accuracy
         else:  # too small after the attack: recorded with the reason, not dropped
-            assert "smaller than the method's minimum" in r["reason"] and r["p_value"] is None
-            assert (r["width"], r["height"]) == (128, 128)
-        if r["watermarked"]:
-            assert r["embed_psnr"] > 30 and 0.9 < r["embed_ssim"] <= 1 and 0.9 < r["embed_ms_ssim"] <= 1
-            assert r["time_embed_s"] > 0
+            assert "smaller than the method's minimum" in r.reason and r.p_value is None
+            assert (r.width, r.height) == (128, 128)
+        if r.watermarked:
+            assert r.embed_psnr > 30 and 0.9 < r.embed_ssim <= 1 and 0.9 < r.embed_ms_ssim <= 1
+            assert r.time_embed_s > 0
         else:
-            assert r["embed_psnr"] is None and r["time_embed_s"] is None
-    clean = [r for r in records if r["attack"] == "none"]
+            assert r.embed_psnr is None and r.time_embed_s is None
+    clean = [r for r in records if r.attack == "none"]
     for r in clean:
-        if r["watermarked"]:  # no attack: the image is the marked one
-            assert r["psnr"] == r["embed_psnr"]
+        if r.watermarked:  # no attack: the image is the marked one
+            assert r.psnr == r.embed_psnr
         else:  # the original itself: PSNR infinite (null), SSIM exactly 1
-            assert r["psnr"] is None and r["ssim"] == 1.0
-    jpeg = [r for r in records if r["attack"] == "jpeg:50"]
-    assert all(r["psnr"] < 40 for r in jpeg) and all(r["strength"] == pytest.approx(5 / 9) for r in jpeg)
-    assert [r["image_index"] for r in records] == sorted(r["image_index"] for r in records)
+            assert r.psnr is None and r.ssim == 1.0
+    jpeg = [r for r in records if r.attack == "jpeg:50"]
+    assert all(r.psnr < 40 for r in jpeg) and all(r.strength == pytest.approx(5 / 9) for r in jpeg)
+    assert [r.image_index for r in records] == sorted(r.image_index for r in records)
 
 
 def _by_hand(records, method, attack):
-    rows = [r for r in records if r["method"] == method and r["attack"] == attack and r["status"] == "ok"]
-    pos = [r for r in rows if r["watermarked"]]
-    neg = [r for r in rows if not r["watermarked"]]
+    rows = [r for r in records if r.method == method and r.attack == attack and r.status == "ok"]
+    pos = [r for r in rows if r.watermarked]
+    neg = [r for r in rows if not r.watermarked]
     return pos, neg
 
 
@@ -97,26 +97,26 @@ def test_summary_numbers_agree_with_the_records(report, records):
     for row in summary["results"]:
         pos, neg = _by_hand(records, row["method"], row["attack"])
         assert row["n_watermarked"] == len(pos) and row["n_unwatermarked"] == len(neg)
-        assert row["n_skipped"] == sum(1 for r in records if r["attack"] == row["attack"] and r["status"] == "skipped" and r["watermarked"])
+        assert row["n_skipped"] == sum(1 for r in records if r.attack == row["attack"] and r.status == "skipped" and r.watermarked)
         for key in ALPHAS:
             alpha = float(key)
             if pos:
-                assert row["tpr"][key] == sum(r["p_value"] < alpha for r in pos) / len(pos)
-                assert row["tpr_analytic"][key] == sum(r["p_value_analytic"] < alpha for r in pos) / len(pos)
-                fpr = sum(r["p_value"] < alpha for r in neg) / len(neg)
+                assert row["tpr"][key] == sum(r.p_value < alpha for r in pos) / len(pos)
+                assert row["tpr_analytic"][key] == sum(r.p_value_analytic < alpha for r in pos) / len(pos)
+                fpr = sum(r.p_value < alpha for r in neg) / len(neg)
                 bound = stats.binom.ppf(0.99, len(neg), alpha) / len(neg)
                 assert row["fpr"][key] == fpr and row["fpr_bound"][key] == pytest.approx(bound)
                 assert row["fpr_exceeded"][key] == (fpr > bound)
             else:
                 assert row["tpr"][key] is None and row["fpr"][key] is None
-        auc = _auc_by_pairs([-r["log10_p_value"] for r in pos], [-r["log10_p_value"] for r in neg])
+        auc = _auc_by_pairs([-r.log10_p_value for r in pos], [-r.log10_p_value for r in neg])
         assert row["auc"] == (None if auc is None else pytest.approx(auc))
         if pos:
-            assert row["bit_accuracy"] == pytest.approx(np.mean([r["bit_accuracy"] for r in pos]))
-            assert row["psnr"] == pytest.approx(np.mean([r["psnr"] for r in pos]))
-            assert row["ms_ssim"] == pytest.approx(np.mean([r["ms_ssim"] for r in pos]))
-    clean_marked = [r for r in records if r["attack"] == "none" and r["watermarked"]]
-    assert summary["methods"]["dwtdct"]["embed_psnr"] == pytest.approx(np.mean([r["embed_psnr"] for r in clean_marked]))
+            assert row["bit_accuracy"] == pytest.approx(np.mean([r.bit_accuracy for r in pos]))
+            assert row["psnr"] == pytest.approx(np.mean([r.psnr for r in pos]))
+            assert row["ms_ssim"] == pytest.approx(np.mean([r.ms_ssim for r in pos]))
+    clean_marked = [r for r in records if r.attack == "none" and r.watermarked]
+    assert summary["methods"]["dwtdct"]["embed_psnr"] == pytest.approx(np.mean([r.embed_psnr for r in clean_marked]))
     assert summary["counts"] == {"records": 24, "images": 4, "failed_images": 0}
 
 
@@ -135,13 +135,12 @@ def test_roc_and_auc_on_a_synthetic_example():
 
 def _synthetic_records(neg_p, pos_p, attack="jpeg:50", strength=0.5, method="toy"):
     def record(i, p, watermarked):
-        return {
-            "image_index": i, "image_id": str(i), "method": method, "attack": attack, "attack_family": attack.replace("@", ":").split(":")[0],
-            "strength": strength, "watermarked": watermarked, "status": "ok", "reason": None,
-            "p_value": p, "p_value_analytic": p, "log10_p_value": float(np.log10(p)), "bit_accuracy": None, "calibrated": False,
-            "psnr": 30.0, "ssim": 0.9, "ms_ssim": 0.95, "embed_psnr": 40.0 if watermarked else None,
-            "embed_ssim": None, "embed_ms_ssim": None,
-        }
+        return Record(
+            image_index=i, image_id=str(i), method=method, attack=attack, attack_family=attack.replace("@", ":").split(":")[0],
+            strength=strength, watermarked=watermarked, status="ok", reason=None,
+            p_value=p, p_value_analytic=p, log10_p_value=float(np.log10(p)), bit_accuracy=None, calibrated=False,
+            psnr=30.0, ssim=0.9, ms_ssim=0.95, embed_psnr=40.0 if watermarked else None,
+        )
 
     return [record(i, p, False) for i, p in enumerate(neg_p)] + [record(i, p, True) for i, p in enumerate(pos_p)]
 
@@ -181,7 +180,7 @@ def test_strength_plot_for_graded_attacks(tmp_path):
     records = _synthetic_records([0.5, 0.9], [1e-9, 1e-2], attack="none", strength=0.0)
     for strength, p in [(0.25, 1e-9), (0.5, 1e-5), (1.0, 0.3)]:
         records += _synthetic_records([0.5, 0.9], [p, p], attack=f"jpeg@{strength}", strength=strength)
-    (tmp_path / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    (tmp_path / "results.jsonl").write_text("".join(r.to_json() + "\n" for r in records))
     written = write_report(tmp_path, summarize(records), tmp_path / "results.jsonl")
     assert tmp_path / "tpr_vs_strength_toy.png" in written
     assert (tmp_path / "tpr_vs_strength_toy.png").read_bytes()[:4] == b"\x89PNG"
@@ -205,7 +204,7 @@ def test_two_process_accelerate_run_equals_the_single_process_run(tmp_path, reco
     proc = subprocess.run([*launch, "-m", "wmkit.cli", "eval", *EVAL_ARGS, "-o", str(out)], env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     sharded = list(read_records(out / "results.jsonl"))
-    assert [without_timing(r) for r in sharded] == [without_timing(r) for r in records]
+    assert [r.without_timing() for r in sharded] == [r.without_timing() for r in records]
     summary = json.loads((out / "summary.json").read_text())
     assert summary["config"]["processes"] == 2
     assert not list(out.glob("results.rank*"))
@@ -243,9 +242,9 @@ def test_bad_images_in_a_folder_are_reported_and_the_rest_processed(tmp_path, sm
     err = capsys.readouterr().err
     assert err.count("error:") == 2 and "broken.png" in err and "tiny.png" in err
     recs = list(read_records(out / "results.jsonl"))
-    errors = [r for r in recs if r["status"] == "error"]
-    assert sorted(Path(r["image_id"]).name for r in errors) == ["broken.png", "tiny.png"]
-    assert {Path(r["image_id"]).name for r in recs if r["status"] == "ok"} == {"good.png"}
+    errors = [r for r in recs if r.status == "error"]
+    assert sorted(Path(r.image_id).name for r in errors) == ["broken.png", "tiny.png"]
+    assert {Path(r.image_id).name for r in recs if r.status == "ok"} == {"good.png"}
     assert json.loads((out / "summary.json").read_text())["counts"]["failed_images"] == 2
 
 
@@ -259,7 +258,7 @@ def test_same_seed_same_records_and_attacks_shared_by_marked_and_clean(small_pho
 
         out = io.StringIO()
         run_harness(items, make_schemes(["dwtdct"], seed=seed), cases, out, seed=seed)
-        return [without_timing(json.loads(line)) for line in out.getvalue().splitlines()]
+        return [Record.from_dict(json.loads(line)).without_timing() for line in out.getvalue().splitlines()]
 
     first, again, other = run(5), run(5), run(6)
     assert first == again

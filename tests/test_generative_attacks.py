@@ -303,7 +303,7 @@ def test_eval_covers_generation_time_schemes_on_generated_pairs(pipe, tmp_path):
     """Tree-Ring in `wmkit eval`: slot i is a pair of generations (same prompt and seed, with and
     without the mark); the unmarked twin is the negative and the quality reference."""
     from wmkit.eval.harness import GenerationPairs, derive_seed, make_schemes
-    from wmkit.eval.report import read_records
+    from wmkit.eval.records import read_records
     from wmkit.eval.run import run_eval
 
     scheme = make_schemes(["tree_ring"], seed=0, pipeline=pipe, prompts=["a cat", "a dog"], generation_steps=2)[0]
@@ -319,16 +319,16 @@ def test_eval_covers_generation_time_schemes_on_generated_pairs(pipe, tmp_path):
     outcome = run_eval(methods=["dwtdct", "tree_ring"], output=tmp_path / "report", attacks="jpeg:50",
                        offline_photos=2, size=256, pipeline=pipe, progress=False, generation_steps=2, forgery=2)
     records = list(read_records(tmp_path / "report" / "results.jsonl"))
-    tree = [r for r in records if r["method"] == "tree_ring"]
-    assert len(tree) == 2 * 2 * 2 and all(r["status"] == "ok" for r in tree)
-    marked_none = [r for r in tree if r["watermarked"] and r["attack"] == "none"]
-    assert all(r["embed_psnr"] is not None and r["p_value"] is not None for r in marked_none)
+    tree = [r for r in records if r.method == "tree_ring"]
+    assert len(tree) == 2 * 2 * 2 and all(r.status == "ok" for r in tree)
+    marked_none = [r for r in tree if r.watermarked and r.attack == "none"]
+    assert all(r.embed_psnr is not None and r.p_value is not None for r in marked_none)
     # with no attack each image is its own reference: the mark's change shows in embed_psnr only
-    assert all(r["psnr"] is None for r in tree if r["attack"] == "none")
-    attacked = [r for r in tree if r["watermarked"] and r["attack"] != "none"]
-    assert attacked and all(r["psnr"] is not None and r["ssim"] is not None for r in attacked)
+    assert all(r.psnr is None for r in tree if r.attack == "none")
+    attacked = [r for r in tree if r.watermarked and r.attack != "none"]
+    assert attacked and all(r.psnr is not None and r.ssim is not None for r in attacked)
     # the dwtdct rows still use the photos: their clean, unattacked row is the photo itself
-    assert all(r["psnr"] is None for r in records if r["method"] == "dwtdct" and not r["watermarked"] and r["attack"] == "none")
+    assert all(r.psnr is None for r in records if r.method == "dwtdct" and not r.watermarked and r.attack == "none")
     summary = outcome.summary
     assert summary["config"]["generated_images"]["tree_ring"]["prompts"] == ["a photo of coffee", "a photo of a cat", "a photo of a rocket",
                                                                                "a photo of the moon", "a photo of grass", "a photo of coins"]

@@ -7,7 +7,7 @@ import textwrap
 import pytest
 
 import wmkit
-from wmkit import registry
+from wmkit import catalog, registry
 from wmkit.cli import main
 
 PLUGIN = '''
@@ -49,13 +49,13 @@ def plugin(tmp_path, monkeypatch):
     yield tmp_path
     for reg, name in ((registry.WATERMARKERS, "plugin_mark"), (registry.ATTACKS, "plugin_dim")):
         reg._entries.pop(name, None)
-    registry._loaded_plugins.difference_update({(g, v) for g, v in registry._loaded_plugins if "wmkit_test_plugin" in v})
+    catalog._loaded_plugins.difference_update({(g, v) for g, v in catalog._loaded_plugins if "wmkit_test_plugin" in v})
     sys.modules.pop("wmkit_test_plugin", None)
 
 
 def test_plugin_schemes_and_attacks_register_and_run(plugin, small_photos, capsys):
     with pytest.warns(UserWarning) as warned:
-        loaded = registry.load_plugins()
+        loaded = catalog.load_plugins()
     assert sorted(loaded) == ["plugin_attacks", "plugin_mark"]
     messages = " ".join(str(w.message) for w in warned)
     assert "'broken'" in messages and "'not_a_scheme'" in messages and "not a wmkit Watermarker" in messages
@@ -66,7 +66,7 @@ def test_plugin_schemes_and_attacks_register_and_run(plugin, small_photos, capsy
     marked = wm.embed(small_photos[:1], key)
     dimmed = wmkit.create_attack("plugin_dim", factor=0.9)(marked[0][None])
     assert wm.detect(dimmed, key)[0].p_value < 1e-3
-    assert registry.load_plugins() == []  # loaded once
+    assert catalog.load_plugins() == []  # loaded once
 
     assert main(["list"]) == 0
     out = capsys.readouterr().out

@@ -16,7 +16,7 @@ from wmkit import data
 from wmkit.diffusion import random_pipeline
 from wmkit.errors import ConfigError, WeightsError
 from wmkit.eval.metrics import binomial_upper_bound
-from wmkit.finetune import finetune_decoder
+from wmkit.watermarkers.decoder_finetune import finetune_decoder
 from wmkit.keys import generate_key, save_key
 from wmkit.models.hidden import (HiddenEncoder, HiddenExtractor, WhitenedExtractor, load_hidden,
                                  load_torchscript_extractor, period_candidates, reading_as_trained, save_hidden)
@@ -249,7 +249,7 @@ def test_finetune_decoder_writes_the_message_and_keeps_the_image(pipe):
 def test_phase_margin_term_makes_phase_zero_the_one_the_search_picks():
     """Minimising phase_margin_loss over an image must leave phase 0 the phase the
     extractor's own rule (furthest from the phase average) chooses, by the margin."""
-    from wmkit.finetune import PHASE_MARGIN, phase_margin_loss
+    from wmkit.watermarkers.decoder_finetune import PHASE_MARGIN, phase_margin_loss
 
     torch.manual_seed(0)
     extractor = HiddenExtractor(num_bits=8, channels=4, scale_candidates=0).eval().requires_grad_(False)
@@ -287,7 +287,7 @@ def test_wrap_swaps_the_decoder_caches_it_and_unwrap_restores(pipe, hidden_dir, 
     cached = ss.decoder_cache_path(key)
     assert cached.is_file() and key.fingerprint in cached.name
     # a new instance reuses the cached decoder instead of fine-tuning again
-    import wmkit.finetune as finetune
+    import wmkit.watermarkers.decoder_finetune as finetune
 
     monkeypatch.setattr(finetune, "finetune_decoder", lambda *a, **k: pytest.fail("fine-tuned again"))
     again = wmkit.create("stable_signature", pipeline=pipe, extractor=str(hidden_dir), finetune_steps=3)
@@ -477,7 +477,7 @@ def test_the_shipped_hidden_calibration_serves_every_embedding_strength():
 def test_damaged_decoder_cache_names_the_file_and_concurrent_first_uses_fine_tune_once(pipe, hidden_dir, tmp_path, monkeypatch):
     import threading
 
-    import wmkit.finetune as finetune
+    import wmkit.watermarkers.decoder_finetune as finetune
 
     monkeypatch.setenv("WMKIT_CACHE", str(tmp_path / "cache"))
     key = generate_key("stable_signature", seed=12)
@@ -518,7 +518,7 @@ def test_public_demo_key_uses_the_shipped_decoder(tmp_path, monkeypatch):
     def no_finetune(*args, **kwargs):
         raise AssertionError("the demo key's decoder must not be fine-tuned")
 
-    monkeypatch.setattr("wmkit.finetune.finetune_decoder", no_finetune)
+    monkeypatch.setattr("wmkit.watermarkers.decoder_finetune.finetune_decoder", no_finetune)
     ss = wmkit.create("stable_signature")
     key = generate_key("stable_signature", seed=DEMO_KEY_SEED)
     cached = ss.decoder_cache_path(key)

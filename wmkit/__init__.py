@@ -9,6 +9,7 @@
 from .errors import ConfigError, InputError, KeyFileError, MissingDependencyError, WeightsError, WmkitError
 from .keys import Key, generate_key, load_key, save_key
 from .registry import create, create_attack, list_attacks, list_watermarkers, register_attack, register_watermarker
+from . import catalog  # noqa: F401,E402  (hands the registries what fills them on first use)
 from .types import DetectionResult
 
 __version__ = "0.1.0"

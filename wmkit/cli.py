@@ -354,7 +354,7 @@ def _print_verify_line(record: dict, alpha: float) -> None:
 
 
 def cmd_calibrate(args) -> int:
-    from .calibrate import calibrate_paths
+    from .calibration.measure import calibrate_paths
     from .calibration import key_calibration_path
 
     if args.output is None and not args.key:

@@ -11,12 +11,14 @@ Third-party schemes and attacks plug in through Python entry points, in the grou
     [project.entry-points."wmkit.attacks"]
     my_attacks = "my_package.attacks"        # a module: importing it runs its @register_attack
 
-They load with the built-ins, the first time a registry is asked; one that fails to load
-is skipped with a warning naming it, so a broken plug-in never breaks wmkit."""
+They load with the built-ins (``wmkit.catalog``), the first time a registry is asked; one
+that fails to load is skipped with a warning naming it, so a broken plug-in never breaks
+wmkit. This module imports no scheme or attack: the modules that define them import it to
+register, and ``wmkit.catalog`` (imported by the package) hands the registries the function
+that imports them, so no import circle runs through here."""
 from __future__ import annotations
 
-import warnings
-from typing import Any, Callable, Generic, TypeVar
+from typing import Any, Callable, ClassVar, Generic, Optional, TypeVar
 
 from .errors import ConfigError
 
@@ -24,9 +26,16 @@ T = TypeVar("T")
 
 
 class Registry(Generic[T]):
+    # what fills the registries on first use (the built-ins, then the plug-ins): set by wmkit.catalog
+    loader: ClassVar[Optional[Callable[[], None]]] = None
+
     def __init__(self, kind: str):
         self.kind = kind
         self._entries: dict[str, type[T]] = {}
+
+    def _load(self) -> None:
+        if Registry.loader is not None:
+            Registry.loader()
 
     def register(self, name: str) -> Callable[[type[T]], type[T]]:
         def decorator(cls: type[T]) -> type[T]:
@@ -39,7 +48,7 @@ class Registry(Generic[T]):
         return decorator
 
     def get(self, name: str) -> type[T]:
-        _load_builtins()
+        self._load()
         try:
             return self._entries[name]
         except KeyError:
@@ -48,7 +57,7 @@ class Registry(Generic[T]):
             ) from None
 
     def names(self) -> list[str]:
-        _load_builtins()
+        self._load()
         return sorted(self._entries)
 
     def create(self, name: str, **config: Any) -> T:
@@ -64,51 +73,6 @@ ATTACKS: Registry = Registry("attack")
 
 register_watermarker = WATERMARKERS.register
 register_attack = ATTACKS.register
-
-
-PLUGIN_GROUPS = {"wmkit.watermarkers": WATERMARKERS, "wmkit.attacks": ATTACKS}
-_loaded_plugins: set[tuple[str, str]] = set()
-
-
-def _load_builtins() -> None:
-    # Importing the packages runs their @register decorators; done lazily so
-    # that `import wmkit` stays cheap and free of import cycles.
-    from . import attacks, watermarkers  # noqa: F401
-
-    if not _loaded_plugins:
-        load_plugins()
-
-
-def load_plugins() -> list[str]:
-    """Load the entry points of the plug-in groups not loaded yet (called by the registries
-    on first use; call it again after installing a plug-in in a running session). Returns the
-    names of the entry points loaded now."""
-    from importlib.metadata import entry_points
-
-    from .attacks.base import Attack
-    from .watermarkers.base import Watermarker
-
-    loaded = []
-    for group, registry in PLUGIN_GROUPS.items():
-        base = Watermarker if registry is WATERMARKERS else Attack
-        for point in entry_points(group=group):
-            if (group, point.value) in _loaded_plugins:
-                continue
-            _loaded_plugins.add((group, point.value))
-            try:
-                target = point.load()
-                if isinstance(target, type):
-                    if not issubclass(target, base):
-                        raise ConfigError(f"{target.__name__} is not a wmkit {base.__name__}")
-                    if target not in registry._entries.values():
-                        registry.register(point.name)(target)
-            except Exception as exc:  # a broken plug-in must not break wmkit: say which, go on
-                warnings.warn(f"wmkit plug-in '{point.name}' ({point.value}, group {group}) was not loaded: {exc}",
-                              stacklevel=2)
-                continue
-            loaded.append(point.name)
-    _loaded_plugins.add(("", ""))  # loading ran, even with no plug-in installed
-    return loaded
 
 
 def create(name: str, **config: Any):

@@ -34,7 +34,7 @@ SUITES: dict[str, list[str]] = {
         "brightness:1.5", "contrast:1.5", "saturation:1.5", "hue:30", "sharpness:2",
     ],
     # Mild, common edits applied to clean images when fitting a detector's null distribution
-    # (wmkit.calibrate), so the null also covers re-encoded, resized and cropped images.
+    # (wmkit.calibration.measure), so the null also covers re-encoded, resized and cropped images.
     "calibration": [
         "jpeg:50", "jpeg:80", "resize:0.75", "brightness:1.3", "gaussian_blur:1", "center_crop:0.75",
     ],

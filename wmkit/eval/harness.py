@@ -15,23 +15,11 @@ Randomness never depends on the order of work: the key of a scheme comes from
 seed gives the same records whatever subset of images a process handles, and sharded runs
 merge into exactly the single-process file (timing fields aside, see ``TIMING_FIELDS``).
 
-Record fields (one per image, method, attack and watermarked flag):
-
-    image_index, image_id, method, attack, attack_family, strength, watermarked,
-    status ("ok", "skipped": attacked image below the scheme's minimum, "error"), reason,
-    width, height (of the attacked image), p_value, p_value_analytic, log10_p_value,
-    score, bit_accuracy, calibrated, psnr, ssim, ms_ssim (attacked image vs the original
-    unmarked one), embed_psnr, embed_ssim, embed_ms_ssim (marked vs original; watermarked
-    rows only), time_embed_s, time_attack_s, time_detect_s.
-
-Quality numbers are null where undefined (the attack changed the size) or infinite (the
-image is the original itself: the unmarked row without attack). An unreadable image gives
-one record with status "error" and null method/attack.
+Each record is a ``records.Record`` (the schema and its JSON line are there).
 """
 from __future__ import annotations
 
 import hashlib
-import json
 import math
 import sys
 import time
@@ -42,10 +30,7 @@ import torch
 
 from ..errors import ConfigError, InputError, WmkitError
 from . import DEFAULT_GENERATION_STEPS
-
-NO_ATTACK = "none"
-TIMING_FIELDS = ("time_embed_s", "time_attack_s", "time_detect_s")
-STATUS_OK, STATUS_SKIPPED, STATUS_ERROR = "ok", "skipped", "error"
+from .records import DETECTION_FIELDS, NO_ATTACK, QUALITY_FIELDS, STATUS_ERROR, STATUS_OK, STATUS_SKIPPED, TIMING_FIELDS, Record
 
 
 # -- what is evaluated ------------------------------------------------------------------
@@ -208,11 +193,6 @@ def attack_generator(seed: int, image_id: str, spec: str) -> torch.Generator:
     return torch.Generator().manual_seed(derive_seed(seed, "attack", image_id, spec))
 
 
-def without_timing(record: dict) -> dict:
-    """The record minus the fields that measure time (the only ones that vary run to run)."""
-    return {k: v for k, v in record.items() if k not in TIMING_FIELDS}
-
-
 # -- one image ------------------------------------------------------------------------------
 def _finite(value: float) -> Optional[float]:
     """JSON has no NaN or Infinity: undefined or infinite numbers become null."""
@@ -253,7 +233,7 @@ def _detection_fields(result) -> dict[str, Any]:
     }
 
 
-_EMPTY_DETECTION = dict.fromkeys(["p_value", "p_value_analytic", "log10_p_value", "score", "bit_accuracy", "calibrated"])
+_EMPTY_DETECTION = dict.fromkeys(DETECTION_FIELDS)
 
 
 def evaluate_image(
@@ -264,7 +244,7 @@ def evaluate_image(
     attacks: Sequence[AttackCase],
     *,
     seed: int,
-) -> Iterator[dict]:
+) -> Iterator[Record]:
     """Every record of one image, in a fixed order: scheme, attack, watermarked then not."""
     # The attacked original is the same for every post-hoc scheme (same generator, same
     # image), so it and its quality numbers are computed once per attack.
@@ -333,7 +313,7 @@ def _attack_and_detect(
     seed: int,
     clean_quality: dict[tuple[str, str], dict],
     attacked_originals: Optional[dict] = None,
-) -> Iterator[dict]:
+) -> Iterator[Record]:
     """The two records (marked, original) of one scheme under one attack."""
     wm = scheme.watermarker
     try:
@@ -380,28 +360,19 @@ def _attack_and_detect(
 def _record(
     base: dict, watermarked: bool, status: str, reason: Optional[str], image_after: Optional[torch.Tensor],
     detection: dict, quality: dict, timing: dict,
-) -> dict:
-    quality_fields = ["psnr", "ssim", "ms_ssim", "embed_psnr", "embed_ssim", "embed_ms_ssim"]
-    return {
-        **base,
-        "watermarked": watermarked,
-        "status": status,
-        "reason": reason,
-        "width": None if image_after is None else int(image_after.shape[-1]),
-        "height": None if image_after is None else int(image_after.shape[-2]),
-        **detection,
-        **{k: quality.get(k) for k in quality_fields},
-        **{k: timing.get(k) for k in TIMING_FIELDS},
-    }
+) -> Record:
+    return Record(
+        **base, watermarked=watermarked, status=status, reason=reason,
+        width=None if image_after is None else int(image_after.shape[-1]),
+        height=None if image_after is None else int(image_after.shape[-2]),
+        **detection, **{k: quality.get(k) for k in QUALITY_FIELDS}, **{k: timing.get(k) for k in TIMING_FIELDS},
+    )
 
 
-def error_record(item: ImageItem, message: str) -> dict:
+def error_record(item: ImageItem, message: str) -> Record:
     """The one record of an image that could not be read."""
-    return {
-        "image_index": item.index, "image_id": item.image_id, "method": None, "attack": None,
-        "attack_family": None, "strength": None, "watermarked": None,
-        "status": STATUS_ERROR, "reason": message,
-    }
+    return Record(image_index=item.index, image_id=item.image_id, method=None, attack=None, attack_family=None,
+                  strength=None, watermarked=None, status=STATUS_ERROR, reason=message)
 
 
 # -- the stream -------------------------------------------------------------------------------
@@ -410,11 +381,6 @@ class HarnessStats:
     images: int = 0
     records: int = 0
     failed_images: int = 0
-
-
-def dumps(record: dict) -> str:
-    # allow_nan=False: a NaN that slipped through is a bug here, not invalid JSON in a report
-    return json.dumps(record, allow_nan=False)
 
 
 def run_harness(
@@ -438,13 +404,13 @@ def run_harness(
             image = item.load()
         except WmkitError as exc:
             stats.failed_images += 1
-            out.write(dumps(error_record(item, str(exc))) + "\n")
+            out.write(error_record(item, str(exc)).to_json() + "\n")
             stats.records += 1
             if on_error is not None:
                 on_error(item, str(exc))
         else:
             for record in evaluate_image(item.index, item.image_id, image, schemes, attacks, seed=seed):
-                out.write(dumps(record) + "\n")
+                out.write(record.to_json() + "\n")
                 stats.records += 1
             del image
         stats.images += 1

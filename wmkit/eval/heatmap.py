@@ -73,7 +73,7 @@ def plot_heatmap(rates: Mapping[tuple[str, str], Optional[float]], methods: Sequ
 def heatmap_from_summary(summary: dict, path, *, alpha: Optional[float] = None) -> Path:
     """The heatmap of an evaluation summary (``wmkit eval``'s summary.json): TPR at ``alpha``
     (default the headline alpha) per method and attack, the clean FPR in the first column."""
-    from .report import NO_ATTACK, alpha_key
+    from .records import NO_ATTACK, alpha_key
 
     alpha = summary["headline_alpha"] if alpha is None else alpha
     a = alpha_key(alpha)

@@ -1,7 +1,8 @@
 """Summaries and reports of an evaluation's records: summary.json, summary.md and PNG plots.
 
 Everything here reads the tidy records (``harness`` writes them) and nothing else, so a
-report can be rebuilt from a results.jsonl at any time (``summarize(read_records(path))``).
+report can be rebuilt from a results.jsonl at any time (``summarize(read_records(path))``,
+``records.read_records``).
 
 Per (method, attack), over the rows with status "ok":
 - TPR at each alpha: the fraction of watermarked rows with ``p_value < alpha`` (the p-value
@@ -19,30 +20,18 @@ import math
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Optional, Sequence
+from typing import Any, Iterable, Optional, Sequence
 
 import numpy as np
 
 from ..types import DEFAULT_ALPHA
-from .harness import NO_ATTACK, STATUS_ERROR, STATUS_OK, STATUS_SKIPPED
+from .records import NO_ATTACK, STATUS_ERROR, STATUS_SKIPPED, Record, alpha_key, read_records
 from .metrics import calibration_check, rejection_rate, roc_curve
 
 ALPHAS = (1e-2, 1e-3, 1e-4, 1e-6)
 HEADLINE_ALPHA = DEFAULT_ALPHA  # the alpha of the markdown table and the plots
 CONFIDENCE = 0.99  # of the binomial upper bound on the empirical FPR
 MAX_CURVES_PER_AXES = 12  # more attacks than this: ROC curves go into one panel per family
-
-
-def alpha_key(alpha: float) -> str:
-    """'0.01', '0.001', '0.0001', '1e-06': the keys of per-alpha dicts in summary.json."""
-    return f"{alpha:g}"
-
-
-def read_records(path: str | Path) -> Iterator[dict]:
-    with open(path) as f:
-        for line in f:
-            if line.strip():
-                yield json.loads(line)
 
 
 # -- the summary --------------------------------------------------------------------------
@@ -82,7 +71,7 @@ def _clean(value: Any) -> Any:
     return value
 
 
-def summarize(records: Iterable[dict], *, alphas: Sequence[float] = ALPHAS, confidence: float = CONFIDENCE, config: Optional[dict] = None) -> dict:
+def summarize(records: Iterable[Record], *, alphas: Sequence[float] = ALPHAS, confidence: float = CONFIDENCE, config: Optional[dict] = None) -> dict:
     """The summary dict (what summary.json holds) of an evaluation's records."""
     groups: dict[tuple[str, str], _Group] = {}
     methods: list[str] = []
@@ -91,39 +80,39 @@ def summarize(records: Iterable[dict], *, alphas: Sequence[float] = ALPHAS, conf
     images, failed_images, num_records = set(), set(), 0
     for r in records:
         num_records += 1
-        images.add(r["image_index"])
-        if r["method"] is None:  # the one record of an unreadable image
-            failed_images.add(r["image_index"])
+        images.add(r.image_index)
+        if r.unreadable:
+            failed_images.add(r.image_index)
             continue
-        if r["method"] not in methods:
-            methods.append(r["method"])
-        key = (r["method"], r["attack"])
-        g = groups.get(key) or groups.setdefault(key, _Group(family=r["attack_family"], strength=r["strength"]))
-        if r["status"] in (STATUS_SKIPPED, STATUS_ERROR):
+        if r.method not in methods:
+            methods.append(r.method)
+        key = (r.method, r.attack)
+        g = groups.get(key) or groups.setdefault(key, _Group(family=r.attack_family, strength=r.strength))
+        if r.status in (STATUS_SKIPPED, STATUS_ERROR):
             # counted once per image: the watermarked and unwatermarked rows share the fate
-            if r["watermarked"]:
-                g.skipped += r["status"] == STATUS_SKIPPED
-                g.errors += r["status"] == STATUS_ERROR
+            if r.watermarked:
+                g.skipped += r.status == STATUS_SKIPPED
+                g.errors += r.status == STATUS_ERROR
             continue
-        score = -r["log10_p_value"]  # higher = more watermarked
-        if r["watermarked"]:
-            g.pos_p.append(r["p_value"])
-            g.pos_p_analytic.append(r["p_value_analytic"])
+        score = -r.log10_p_value  # higher = more watermarked
+        if r.watermarked:
+            g.pos_p.append(r.p_value)
+            g.pos_p_analytic.append(r.p_value_analytic)
             g.pos_score.append(score)
-            if r["bit_accuracy"] is not None:
-                g.bit_accuracy.append(r["bit_accuracy"])
+            if r.bit_accuracy is not None:
+                g.bit_accuracy.append(r.bit_accuracy)
             for name in ("psnr", "ssim", "ms_ssim"):
-                g.quality[name].append(r[name])
-            if r.get("time_attack_s") is not None and r["attack"] != NO_ATTACK:
-                g.attack_time.append(r["time_attack_s"])
-            if r["attack"] == NO_ATTACK:  # count each image once for the embedding quality
+                g.quality[name].append(getattr(r, name))
+            if r.time_attack_s is not None and r.attack != NO_ATTACK:
+                g.attack_time.append(r.time_attack_s)
+            if r.attack == NO_ATTACK:  # count each image once for the embedding quality
                 for name in ("psnr", "ssim", "ms_ssim"):
-                    embed_quality[r["method"]][name].append(r[f"embed_{name}"])
+                    embed_quality[r.method][name].append(getattr(r, f"embed_{name}"))
         else:
-            g.neg_p.append(r["p_value"])
-            g.neg_p_analytic.append(r["p_value_analytic"])
+            g.neg_p.append(r.p_value)
+            g.neg_p_analytic.append(r.p_value_analytic)
             g.neg_score.append(score)
-        calibrated[r["method"]] = calibrated.get(r["method"], False) or bool(r["calibrated"])
+        calibrated[r.method] = calibrated.get(r.method, False) or bool(r.calibrated)
 
     rows = [_row(method, attack, g, alphas, confidence) for (method, attack), g in groups.items()]
     warnings = [
@@ -256,14 +245,14 @@ def potency_ranking(rows: Sequence[dict], *, alpha: float = HEADLINE_ALPHA, psnr
     return {"alpha": alpha, "psnr_floor": psnr_floor, "ssim_floor": ssim_floor, "ranking": ranking}
 
 
-def roc_points(records: Iterable[dict]) -> dict[tuple[str, str], tuple[np.ndarray, np.ndarray, float, int]]:
+def roc_points(records: Iterable[Record]) -> dict[tuple[str, str], tuple[np.ndarray, np.ndarray, float, int]]:
     """(fpr, tpr, auc, number of negatives) per (method, attack), for the ROC plots."""
     scores: dict[tuple[str, str], tuple[list, list]] = {}
     for r in records:
-        if r["method"] is None or r["status"] != STATUS_OK:
+        if not r.usable:
             continue
-        pos, neg = scores.setdefault((r["method"], r["attack"]), ([], []))
-        (pos if r["watermarked"] else neg).append(-r["log10_p_value"])
+        pos, neg = scores.setdefault((r.method, r.attack), ([], []))
+        (pos if r.watermarked else neg).append(-r.log10_p_value)
     return {key: (*roc_curve(pos, neg), len(neg)) for key, (pos, neg) in scores.items()}
 
 

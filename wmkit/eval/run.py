@@ -247,7 +247,7 @@ def _plan(config: EvalConfig) -> _Plan:
     schemes = make_schemes(list(config.methods), seed=config.seed, pipeline=config.pipeline, prompts=config.prompts,
                            generation_steps=config.generation_steps)
     cases = make_attack_cases(config.attacks, pipeline=config.pipeline)
-    uses_pipeline = any(s.generation is not None for s in schemes) or any(getattr(c.attack, "needs_pipeline", False) for c in cases)
+    uses_pipeline = any(s.generation is not None for s in schemes) or any(c.attack is not None and c.attack.needs_pipeline for c in cases)
     if uses_pipeline:  # load it now (once, shared): a missing pipeline stops the run before it starts
         from ..diffusion import resolve_pipeline
 
@@ -293,7 +293,8 @@ def run_eval(config: Optional[EvalConfig] = None, *, progress: Optional[bool] = 
         return EvalOutcome(report_dir=report_dir, is_main_process=False, failed_images=failed_here)
     _merge_process_files(report_dir, state.num_processes)
 
-    from .report import read_records, summarize, write_report
+    from .records import read_records
+    from .report import summarize, write_report
 
     summary = summarize(read_records(report_dir / RESULTS), config=_report_config(config, plan, state.num_processes))
     if config.forgery is not None and any(s.generation is None for s in plan.schemes):

@@ -20,7 +20,7 @@ import argparse
 import time
 
 from .. import data
-from ..calibrate import calibrate_images
+from ..calibration.measure import calibrate_images
 from ..calibration import shipped_calibration_path
 from ..registry import create
 

@@ -57,6 +57,9 @@ class Watermarker(ABC):
 
     #: how the null is calibrated: "auto" (the shipped calibration, if any), a path, a model, or None
     _calibration_spec: Any = None
+    # which null model calibrates the scheme's test (wmkit.calibration.NULL_MODELS): "bits" for a
+    # binomial test on decoded bits, "score" for a score's analytic p-value, None: not calibrated
+    null_kind: ClassVar[Optional[str]] = None
     _null: Any = None
     _null_loaded: bool = False
 
@@ -100,7 +103,7 @@ class Watermarker(ABC):
         """The detector's model (a pipeline, a backbone): calibrations are per model. 'tiny' = shipped."""
         return ""
 
-    # -- null calibration (wmkit/calibration.py) ---------------------------------------
+    # -- null calibration (wmkit/calibration/__init__.py) ---------------------------------------
     @property
     def null_model(self):
         """The calibrated null in use, or None (the analytic p-value is used)."""
@@ -170,6 +173,8 @@ class BitWatermarker(Watermarker):
     it uses the decoder's real, biased and dependent null for this message.
     """
 
+    null_kind: ClassVar[Optional[str]] = "bits"
+
     def __init__(self, *, num_bits: Optional[int], calibration: Any = "auto"):
         """``num_bits`` None: the scheme's model decides it (``num_bits`` is then overridden)."""
         if num_bits is not None and (not isinstance(num_bits, int) or isinstance(num_bits, bool) or num_bits < 1):
@@ -187,7 +192,7 @@ class BitWatermarker(Watermarker):
     def fit_null(self, images, *, attacks: Any = "calibration", keys: Optional[list[Key]] = None,
                  progress: Optional[bool] = None, info: Optional[dict] = None):
         # the bit null is key-independent: keys are not needed to fit it
-        from ..calibrate import calibrate_images
+        from ..calibration.measure import calibrate_images
 
         return calibrate_images(self, images, attacks=attacks, progress=progress, info=info)
 
@@ -295,6 +300,8 @@ class ScoreWatermarker(Watermarker):
     (Tree-Ring: inverted latents; SSL zero-bit: a feature vector). A ScoreNullModel
     fitted on clean images (``fit_null``) recalibrates it; both are reported."""
 
+    null_kind: ClassVar[Optional[str]] = "score"
+
     @abstractmethod
     def analytic_log_p(self, signal, key: Key) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
         """(log p-values, scores, extra per-image fields) of an extracted signal against a key."""
@@ -325,7 +332,7 @@ class ScoreWatermarker(Watermarker):
 
         Pooled over ``keys`` (default: 4 seeded keys): the recalibration should
         hold for any key, and pooling keeps one calibration per model."""
-        from ..calibrate import attacked_variants
+        from ..calibration.measure import attacked_variants
         from ..calibration import fit_score_null
         from ..keys import generate_key
 

@@ -1,7 +1,7 @@
 """Stable Signature (Fernandez et al., 2023): the message lives in a fine-tuned VAE decoder.
 
 Marking happens in the model: for a key, a copy of the pipeline's VAE decoder is fine-tuned
-(``wmkit.finetune.finetune_decoder``) so that everything it decodes carries the key's 48-bit
+(``wmkit.watermarkers.decoder_finetune.finetune_decoder``) so that everything it decodes carries the key's 48-bit
 message for the frozen extractor. ``wmkit.wrap(pipe, "stable_signature", key)`` swaps that
 decoder in (``DecoderSwap``) and back out on ``unwrap()``; ``embed`` on an existing image adds the
 watermark residual (round trip through the key's decoder minus the original's) to it. The decoder for a key is fine-tuned on first use, with a
@@ -26,7 +26,7 @@ from ..registry import register_watermarker
 from .base import PipelineHook
 from .hidden import DEFAULT_EXTRACTOR, ExtractorBits
 
-DEFAULT_STEPS = 200  # the paper's 100 with the SSIM floor cost PSNR and bits on the tiny VAE (see wmkit.finetune)
+DEFAULT_STEPS = 200  # the paper's 100 with the SSIM floor cost PSNR and bits on the tiny VAE (see wmkit.watermarkers.decoder_finetune)
 DEFAULT_SIZE = 128  # side of the training crops
 DEFAULT_LR = 1e-3
 
@@ -181,7 +181,7 @@ class StableSignature(ExtractorBits):
                     raise WeightsError(f"{path}: damaged or not a decoder for this pipeline's VAE "
                                        f"({str(exc).splitlines()[0]}); {remedy}") from None
             else:
-                from ..finetune import finetune_decoder
+                from .decoder_finetune import finetune_decoder
 
                 decoder, report = finetune_decoder(vae, self.extractor, self.message(key), steps=self.finetune_steps,
                                                    size=self.finetune_size, lr=self.finetune_lr, progress=progress)
@@ -209,7 +209,7 @@ class StableSignature(ExtractorBits):
     def round_trips(self, images, key: Key) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         """Each image through the VAE with the original decoder and with the key's decoder."""
         from ..attacks.regeneration import pad_to_multiple, vae_factor
-        from ..finetune import decode_with
+        from .decoder_finetune import decode_with
 
         decoder = self.watermarked_decoder(key)
         image_list, _ = self._images(images)

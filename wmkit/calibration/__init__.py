@@ -29,9 +29,9 @@ from typing import Any, Optional
 
 import numpy as np
 
-from . import stats
-from .errors import ConfigError, WeightsError
-from .paths import weights_dir
+from .. import stats
+from ..errors import ConfigError, WeightsError
+from ..paths import weights_dir
 
 CALIBRATION_FORMAT = "wmkit-bit-null"
 CALIBRATION_VERSION = 1
@@ -352,13 +352,14 @@ def shipped_score_calibration_path(watermarker) -> Optional[Path]:
     return shipped_calibration_path(watermarker.name, dict(watermarker.config(), model="tiny"))
 
 
+NULL_MODELS = {"bits": BitNullModel, "score": ScoreNullModel}  # by Watermarker.null_kind
+
+
 def resolve_null_model(watermarker, spec: Any):
     """Turn a calibration spec into a model: "auto" finds the shipped one, None means analytic."""
-    from .watermarkers.base import BitWatermarker
-
-    # Gaussian Shading has num_bits too, yet its test is a score: the class decides, not an attribute
-    kind = BitNullModel if isinstance(watermarker, BitWatermarker) else ScoreNullModel
-    if spec is None or spec is False:
+    # the scheme says which null its test has (Gaussian Shading has bits, yet its test is a score)
+    kind = NULL_MODELS.get(watermarker.null_kind)
+    if spec is None or spec is False or kind is None:
         return None
     if isinstance(spec, (BitNullModel, ScoreNullModel)):
         model = spec

@@ -15,15 +15,15 @@ from typing import Any, Iterator, Optional, Sequence
 import numpy as np
 import torch
 
-from .calibration import BitNullModel, fit_bit_null
-from .errors import ConfigError, WmkitError
+from . import BitNullModel, fit_bit_null
+from ..errors import ConfigError, WmkitError
 
 
 def _attacks(spec: str | Sequence | None):
     if spec is None or spec == "none":
         return []
     if isinstance(spec, str):
-        from .attacks import get_suite
+        from ..attacks import get_suite
 
         return get_suite(spec)
     return list(spec)
@@ -32,7 +32,7 @@ def _attacks(spec: str | Sequence | None):
 def attacked_variants(images: Sequence[torch.Tensor], *, attacks: Any = "calibration", seed: int = 0,
                       progress: Optional[bool] = None, min_pixels: int = 0, min_side: int = 0) -> Iterator[torch.Tensor]:
     """Each clean image, then its attacked copies that are still large enough for the scheme."""
-    from .progress import progress as progress_display
+    from ..progress import progress as progress_display
 
     attack_list = _attacks(attacks)
     generator = torch.Generator().manual_seed(seed)
@@ -46,9 +46,7 @@ def attacked_variants(images: Sequence[torch.Tensor], *, attacks: Any = "calibra
 def decode_for_calibration(wm, images: Sequence[torch.Tensor], *, attacks: Any = "calibration", seed: int = 0,
                            progress: Optional[bool] = None) -> np.ndarray:
     """Decoded bits of each clean image and of each attacked copy that is still large enough."""
-    from .watermarkers.base import BitWatermarker
-
-    if not isinstance(wm, BitWatermarker):
+    if wm.null_kind != "bits":
         raise ConfigError(f"'{wm.name}' is not a bit-based scheme; its calibration is not a bit null")
     variants = attacked_variants(images, attacks=attacks, seed=seed, progress=progress,
                                  min_pixels=wm.min_pixels, min_side=wm.min_side)
@@ -67,7 +65,7 @@ def calibrate_images(wm, images: Sequence[torch.Tensor], *, attacks: Any = "cali
 def calibrate_paths(wm, inputs: Sequence[str], *, attacks: Any = "calibration", keys=None, max_pixels: int,
                     progress: Optional[bool] = None):
     """Load every readable image (reporting the others) and fit the scheme's null on them."""
-    from .imageio import iter_image_paths, load_image
+    from ..imageio import iter_image_paths, load_image
 
     images, failures = [], 0
     for path in iter_image_paths(inputs):

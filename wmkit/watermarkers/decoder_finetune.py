@@ -35,8 +35,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .errors import ConfigError
-from .models.hidden import HiddenExtractor, reading_as_trained
+from ..errors import ConfigError
+from ..models.hidden import HiddenExtractor, reading_as_trained
 
 
 @dataclass
@@ -86,13 +86,13 @@ def finetune_decoder(
 
     from kornia.losses import ssim_loss
 
-    from .progress import progress as progress_display
+    from ..progress import progress as progress_display
 
     bits = torch.as_tensor(np.asarray(message), dtype=torch.float32).flatten()
     if steps < 1 or batch < 1:
         raise ConfigError(f"steps and batch must be positive, got {steps} and {batch}")
     if images is None:
-        from . import data
+        from .. import data
 
         images = smooth_crops(data.crops(num_images, size=size, group="calibration", seed=seed), smooth_share, seed)
     images = [img.float() for img in images]
