@@ -13,19 +13,14 @@ import sys
 from pathlib import Path
 from typing import Optional, Sequence
 
-from .errors import ConfigError, InputError, WmkitError, naming
-from .progress import progress, progress_write
+from .errors import ConfigError, InputError, WmkitError
+from .progress import error_line, progress, progress_write
 from .types import DEFAULT_ALPHA, DEFAULT_MAX_PIXELS
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
 
 
 # -- helpers -----------------------------------------------------------------------
-def _error_line(path, message: str) -> None:
-    """One line per failed file, always naming the file."""
-    progress_write(f"error: {naming(path, message)}", file=sys.stderr)
-
-
 def _add_common(p: argparse.ArgumentParser, *, key: bool = True) -> None:
     p.add_argument("-m", "--method", required=True, help="watermarking method (see `wmkit list`)")
     if key:
@@ -134,7 +129,7 @@ def _map_files(args, paths, transform, *, desc: str, load) -> int:
             image = transform(load(path))
         except WmkitError as exc:
             failures += 1
-            _error_line(path, str(exc))
+            error_line(path, str(exc))
             continue
         try:
             save_image(image, target, overwrite=args.overwrite)
@@ -142,7 +137,7 @@ def _map_files(args, paths, transform, *, desc: str, load) -> int:
             # the message names the output already ("OUT: exists"); say which input it was for,
             # rather than prefixing the input's path to it ("IN: OUT: exists")
             failures += 1
-            _error_line(None, f"{exc} (the result for {path} was not written)")
+            error_line(None, f"{exc} (the result for {path} was not written)")
             continue
         if not args.quiet:
             progress_write(str(target))
@@ -311,7 +306,7 @@ def cmd_verify(args) -> int:
             if args.json:
                 progress_write(json.dumps(record))
             elif error is not None:
-                _error_line(path, error)
+                error_line(path, error)
             else:
                 _print_verify_line(record, args.alpha)
     finally:
@@ -435,7 +430,7 @@ def cmd_eval(args) -> int:
     state = process_state()
 
     def report_bad_image(item, message: str) -> None:
-        progress_write(f"error: {message if item.image_id in message else f'{item.image_id}: {message}'}", file=sys.stderr)
+        error_line(item.image_id, message)
 
     try:
         config = EvalConfig(

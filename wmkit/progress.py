@@ -125,3 +125,10 @@ def progress_write(line: str, file=None) -> None:
         file.flush()
     else:
         print(line, file=file, flush=True)
+
+
+def error_line(path, message: str) -> None:
+    """One line on stderr for a failed file, naming it (unless the message does already)."""
+    from .errors import naming
+
+    progress_write(f"error: {naming(path, message)}", file=sys.stderr)

@@ -9,7 +9,6 @@ score tests such as Tree-Ring: ScoreNullModel).
 """
 from __future__ import annotations
 
-import sys
 from typing import Any, Iterator, Optional, Sequence
 
 import numpy as np
@@ -66,6 +65,7 @@ def calibrate_paths(wm, inputs: Sequence[str], *, attacks: Any = "calibration", 
                     progress: Optional[bool] = None):
     """Load every readable image (reporting the others) and fit the scheme's null on them."""
     from ..imageio import iter_image_paths, load_image
+    from ..progress import error_line
 
     images, failures = [], 0
     for path in iter_image_paths(inputs):
@@ -73,7 +73,7 @@ def calibrate_paths(wm, inputs: Sequence[str], *, attacks: Any = "calibration", 
             images.append(load_image(path, max_pixels=max_pixels, min_pixels=wm.min_pixels, min_side=wm.min_side))
         except WmkitError as exc:
             failures += 1
-            print(f"error: {exc}", file=sys.stderr)
+            error_line(path, str(exc))
     if len(images) < 10:
         raise ConfigError(f"calibration needs at least 10 readable unwatermarked images, got {len(images)}")
     model = wm.fit_null(images, attacks=attacks, keys=keys, progress=progress, info={"source": [str(i) for i in inputs]})
