@@ -176,7 +176,7 @@ class HiddenExtractor(nn.Module):
         convs: list[nn.Module] = [nn.Conv2d(3, channels, 3, padding=1)]
         for _ in range(layers - 1):
             convs += [nn.GELU(), nn.Conv2d(channels, channels, 3, padding=1)]
-        self.body = nn.Sequential(*convs)
+        self.body = nn.Sequential(*convs).to(memory_format=torch.channels_last)  # see fold
         self.linear = nn.Linear(channels * period * period, num_bits)
 
     def fold(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -189,15 +189,18 @@ class HiddenExtractor(nn.Module):
         pixels of an edge the features see the convolutions' zero padding, a pattern with the
         same shape in every image that would fold into the tile like a mark. Tiles keep their
         place on the image's own grid, so phases mean the same with or without the edges."""
-        h = self.body(images * 2 - 1)
+        # channels-last: the CPU convolutions run about twice as fast in that layout (the same
+        # sums in another order: readings move by about 1e-5 of their size)
+        h = self.body((images * 2 - 1).contiguous(memory_format=torch.channels_last))
         p = self.period
         first, rows, cols = self._tile_grid(*h.shape[-2:])
-        h = h[..., first * p:(first + rows) * p, first * p:(first + cols) * p]
-        h = h.reshape(h.shape[0], h.shape[1], rows, p, cols, p)
-        tile = h.mean(dim=(2, 4))
-        between = (tile - tile.mean(dim=(2, 3), keepdim=True)).pow(2).mean(dim=(1, 2, 3))
-        within = (h - tile[:, :, None, :, None, :]).pow(2).mean(dim=(1, 2, 3, 4, 5)) / (rows * cols)
-        return tile, between / within.clamp_min(1e-12)
+        # (B, H, W, C): a free view of channels-last features, and the tiles below are views too
+        h = h.permute(0, 2, 3, 1)[:, first * p:(first + rows) * p, first * p:(first + cols) * p]
+        h = h.reshape(h.shape[0], rows, p, cols, p, h.shape[-1])
+        tile = h.mean(dim=(1, 3))  # (B, p, p, C)
+        between = (tile - tile.mean(dim=(1, 2), keepdim=True)).pow(2).mean(dim=(1, 2, 3))
+        within = (h - tile[:, None, :, None]).square_().mean(dim=(1, 2, 3, 4, 5)) / (rows * cols)
+        return tile.permute(0, 3, 1, 2), between / within.clamp_min(1e-12)
 
     def _tile_grid(self, height: int, width: int) -> tuple[int, int, int]:
         """(first tile, rows, cols) of the tiles ``fold`` averages for an image of this size."""
