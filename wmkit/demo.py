@@ -8,7 +8,7 @@ it all (``heatmap.png``) in the output folder with the marked images and ``demo.
 
 The keys are *public demo keys* (``DEMO_KEY_SEED``): anyone can make them, so they must
 never mark anything for real. Stable Signature's decoder for its demo key ships with the
-weights (``weights/demo-decoders``), so the demo need not fine-tune one (about 2.5 minutes
+weights (``weights/demo-decoders``), so the demo need not fine-tune one (about 3 minutes
 on 2 CPU cores); a key of your own is fine-tuned on first use. ``--full`` is the longer
 tour: more images and harder attacks.
 """

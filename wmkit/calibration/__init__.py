@@ -1,4 +1,10 @@
-"""Null calibration for bit-based schemes: p-values that hold for the key in use.
+"""Null calibration: p-values that hold for the key in use.
+
+This package owns the null models: ``BitNullModel`` for bit-decoding schemes (below) and
+``ScoreNullModel`` for score tests (Tree-Ring, SSL zero-bit; ``fit_score_null``), which one a
+scheme gets (``Watermarker.null_kind``), the shipped files and their checks
+(``resolve_null_model``). ``measure`` decodes clean and attacked images to fit them
+(`wmkit calibrate`).
 
 Decoders are not fair coins on unwatermarked images. Their bits are biased
 (DwtDct decodes ~84% zeros) and dependent: a dark or flat image pushes many

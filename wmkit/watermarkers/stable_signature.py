@@ -202,7 +202,7 @@ class StableSignature(ExtractorBits):
     def first_use_note(self) -> str:
         """What a new key costs before its first marked image (printed by `wmkit keygen`)."""
         return (f"the first embed or generate with this key fine-tunes its VAE decoder ({self.finetune_steps} steps, "
-                f"about 2.5 minutes on 2 CPU cores for the tiny pipeline; `wmkit finetune-decoder -k KEY` does it ahead "
+                f"about 3 minutes on 2 CPU cores for the tiny pipeline; `wmkit finetune-decoder -k KEY` does it ahead "
                 f"of time) and caches it in {cache_dir()} (about 10 MB per key)")
 
     # -- marking ------------------------------------------------------------------------------------
