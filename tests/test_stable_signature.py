@@ -528,3 +528,44 @@ def test_public_demo_key_uses_the_shipped_decoder(tmp_path, monkeypatch):
     assert not cached.exists()  # read in place: nothing copied into the user's cache
     other = generate_key("stable_signature", seed=DEMO_KEY_SEED + 1)
     assert not shipped_decoder_path(ss.decoder_cache_path(other).name).exists()
+
+
+def test_a_luminance_front_end_ignores_colour_and_is_saved_with_the_extractor(hidden_dir, tmp_path):
+    from wmkit.models.hidden import luminance_low_pass, with_front_end
+
+    encoder, plain, _ = load_hidden(hidden_dir)
+    clean = list(torch.rand(120, 3, 64, 64, generator=torch.Generator().manual_seed(7)))  # textured images
+    front = with_front_end(plain, 1.0, clean)
+    assert front.extractor.front_sigma == 1.0 and plain.extractor.front_sigma is None  # a copy: the original is untouched
+    image = tiled(64, seed=3)
+    # a change of colour that leaves the luminance alone: invisible to the front end, not to the plain reading
+    chroma = torch.tensor([0.587, -0.299, 0.0]).view(1, 3, 1, 1) * 0.05 * torch.randn(1, 1, 64, 64, generator=torch.Generator().manual_seed(1))
+    recoloured = image + chroma
+    with torch.no_grad():
+        assert torch.allclose(front(recoloured), front(image), atol=1e-4)
+        assert not torch.allclose(plain(recoloured), plain(image), atol=1e-4)
+        out = torch.cat([front(img[None]) for img in clean])
+    # the whitening was refitted on what the front end reads: on those images the outputs' (uncentred)
+    # second moments are the identity on the readings' span (this small extractor's span is not full)
+    eigenvalues = torch.linalg.eigvalsh((out.T @ out / (len(out) - 1)).double())
+    assert int(((eigenvalues - 1).abs() < 1e-3).sum()) >= 12 and float(eigenvalues.max()) < 1.001
+    low = luminance_low_pass(image, 1.0)
+    assert low.shape == image.shape and torch.equal(low[:, 0], low[:, 1]) and torch.equal(low[:, 1], low[:, 2])
+    save_hidden(encoder, front, tmp_path / "front", provenance={})
+    _, loaded, _ = load_hidden(tmp_path / "front")
+    assert loaded.extractor.front_sigma == 1.0
+    with torch.no_grad():
+        assert torch.allclose(loaded(image), front(image), atol=1e-2)  # fp16 weights on disk
+    with pytest.raises(ValueError, match="sigma"):
+        with_front_end(plain, -1.0, clean)
+
+
+def test_stable_signature_takes_an_extractor_front_and_says_so_in_its_config(hidden_dir, monkeypatch):
+    monkeypatch.setattr("wmkit.watermarkers.stable_signature.FRONT_WHITENING_CROPS", ((64, 60),))  # a quick refit
+    ss = wmkit.create("stable_signature", pipeline="tiny", extractor=str(hidden_dir), extractor_front=1.0)
+    assert ss.config()["extractor_front"] == 1.0 and ss.extractor.extractor.front_sigma == 1.0
+    plain = wmkit.create("stable_signature", pipeline="tiny", extractor=str(hidden_dir))
+    assert "extractor_front" not in plain.config() and ss.extractor_digest() != plain.extractor_digest()
+    for bad in (-1, "1", True, 9):
+        with pytest.raises(ConfigError, match="extractor_front"):
+            wmkit.create("stable_signature", extractor_front=bad)

@@ -23,7 +23,7 @@ import math
 import os
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
 import torch
 import torch.nn as nn
@@ -104,6 +104,15 @@ def _gaussian_blur(images: torch.Tensor, sigma: float) -> torch.Tensor:
     return F.conv2d(x, kernel.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
 
 
+LUMA = (0.299, 0.587, 0.114)
+
+
+def luminance_low_pass(images: torch.Tensor, sigma: float) -> torch.Tensor:
+    """(B, 3, H, W) -> the luminance, Gaussian low-passed by ``sigma`` px (0: not filtered), in all three channels."""
+    y = (images * images.new_tensor(LUMA).view(1, 3, 1, 1)).sum(1, keepdim=True)
+    return (_gaussian_blur(y, sigma) if sigma > 0 else y).expand(-1, 3, -1, -1)
+
+
 def period_candidates(image: torch.Tensor, period: int, count: int = 3, low: float = 0.5, high: float = 2.0,
                       resolution: float = 0.005) -> list[float]:
     """The ``count`` likeliest periods (in pixels) of a periodic pattern in ``image`` (3, H, W),
@@ -168,10 +177,13 @@ class HiddenExtractor(nn.Module):
     PRESCREEN_SHARE, PRESCREEN_SLACK = 0.125, 4.0  # see _may_win
 
     def __init__(self, num_bits: int = 48, channels: int = 32, period: int = 8, layers: int = 3,
-                 scale_candidates: int = 3):
+                 scale_candidates: int = 3, front_sigma: Optional[float] = None):
         super().__init__()
         self.num_bits, self.channels, self.period, self.layers = num_bits, channels, period, layers
         self.scale_candidates = scale_candidates
+        # None: the colour image, as trained; a number: only its luminance, low-passed by a
+        # Gaussian of this sigma (``with_front_end`` says why)
+        self.front_sigma = front_sigma
         self.forced_phase: Optional[int] = None  # see reading_as_trained
         convs: list[nn.Module] = [nn.Conv2d(3, channels, 3, padding=1)]
         for _ in range(layers - 1):
@@ -191,6 +203,8 @@ class HiddenExtractor(nn.Module):
         place on the image's own grid, so phases mean the same with or without the edges."""
         # channels-last: the CPU convolutions run about twice as fast in that layout (the same
         # sums in another order: readings move by about 1e-5 of their size)
+        if self.front_sigma is not None:
+            images = luminance_low_pass(images, self.front_sigma)
         h = self.body((images * 2 - 1).contiguous(memory_format=torch.channels_last))
         p = self.period
         first, rows, cols = self._tile_grid(*h.shape[-2:])
@@ -400,7 +414,8 @@ def save_hidden(encoder: HiddenEncoder, extractor: WhitenedExtractor, folder: st
     raw = extractor.extractor
     arch = {"num_bits": raw.num_bits, "channels": raw.channels, "period": raw.period, "layers": raw.layers,
             "scale_candidates": raw.scale_candidates, "encoder_channels": encoder.channels, "carriers": encoder.carriers,
-            **({"smooth": encoder.smooth} if encoder.smooth else {}), **({"luminance": True} if encoder.luminance else {})}
+            **({"smooth": encoder.smooth} if encoder.smooth else {}), **({"luminance": True} if encoder.luminance else {}),
+            **({"front_sigma": raw.front_sigma} if raw.front_sigma is not None else {})}
     meta = {"format": "wmkit-hidden", "version": "2", "arch": json.dumps(arch)}
     files = [folder / "encoder.safetensors", folder / "extractor.safetensors", folder / "provenance.json"]
     save_file({k: v.half().contiguous() if v.is_floating_point() else v.contiguous() for k, v in encoder.state_dict().items()}, files[0], metadata=meta)
@@ -416,7 +431,8 @@ def build_hidden(arch: dict[str, Any]) -> tuple[HiddenEncoder, WhitenedExtractor
     """Untrained (encoder, whitened extractor) of the architecture ``save_hidden`` records."""
     encoder = HiddenEncoder(arch["num_bits"], arch["encoder_channels"], arch["period"], arch["carriers"], arch.get("smooth", 0.0),
                             arch.get("luminance", False))
-    raw = HiddenExtractor(arch["num_bits"], arch["channels"], arch["period"], arch["layers"], arch["scale_candidates"])
+    raw = HiddenExtractor(arch["num_bits"], arch["channels"], arch["period"], arch["layers"], arch["scale_candidates"],
+                          arch.get("front_sigma"))
     return encoder, WhitenedExtractor(raw, arch["num_bits"])
 
 
@@ -453,3 +469,27 @@ def default_hidden_dir() -> Optional[Path]:
     from ..paths import weights_dir
 
     return weights_dir() / "hidden"
+
+
+def with_front_end(extractor: WhitenedExtractor, sigma: float, clean_images: Sequence[torch.Tensor]) -> WhitenedExtractor:
+    """A copy of ``extractor`` that reads only the luminance, low-passed by ``sigma`` px, with its
+    whitening refitted on ``clean_images`` (unmarked; more than ``num_bits`` of them).
+
+    For a generator trained against the extractor (Stable Signature's decoder): what the
+    extractor cannot see, the decoder has no reason to write. JPEG keeps luminance at full
+    resolution and quantises high frequencies first, so a decoder fine-tuned against this
+    reading writes a luminance mark in the band JPEG keeps (measured: docs/stable_signature.md,
+    "A luminance, low-pass reading"). The convolution weights are the trained ones."""
+    import copy
+
+    if not isinstance(sigma, (int, float)) or isinstance(sigma, bool) or not 0 <= sigma <= 8:
+        raise ValueError(f"the front end's sigma must be a number of pixels in [0, 8], got {sigma!r}")
+    front = copy.deepcopy(extractor)
+    raw = front.extractor
+    raw.front_sigma = float(sigma)
+    readings = []
+    with torch.no_grad():
+        for image in clean_images:
+            readings.append(raw(image[None].float()))
+    front.fit_whitening(torch.cat(readings), centre=False)
+    return front.eval()
