@@ -46,7 +46,7 @@ def load_plugins() -> list[str]:
                 if isinstance(target, type):
                     if not issubclass(target, base):
                         raise ConfigError(f"{target.__name__} is not a wmkit {base.__name__}")
-                    if target not in registry._entries.values():
+                    if not registry.holds(target):
                         registry.register(point.name)(target)
             except Exception as exc:  # a broken plug-in must not break wmkit: say which, go on
                 warnings.warn(f"wmkit plug-in '{point.name}' ({point.value}, group {group}) was not loaded: {exc}",

@@ -56,6 +56,10 @@ class Registry(Generic[T]):
                 f"unknown {self.kind} '{name}'; available: {', '.join(sorted(self._entries))}"
             ) from None
 
+    def holds(self, cls: type) -> bool:
+        """Whether ``cls`` is registered already (under any name)."""
+        return cls in self._entries.values()
+
     def names(self) -> list[str]:
         self._load()
         return sorted(self._entries)
