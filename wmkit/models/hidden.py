@@ -201,10 +201,10 @@ class HiddenExtractor(nn.Module):
         pixels of an edge the features see the convolutions' zero padding, a pattern with the
         same shape in every image that would fold into the tile like a mark. Tiles keep their
         place on the image's own grid, so phases mean the same with or without the edges."""
-        # channels-last: the CPU convolutions run about twice as fast in that layout (the same
-        # sums in another order: readings move by about 1e-5 of their size)
         if self.front_sigma is not None:
             images = luminance_low_pass(images, self.front_sigma)
+        # channels-last: the CPU convolutions run about twice as fast in that layout (the same
+        # sums in another order: readings move by about 1e-5 of their size)
         h = self.body((images * 2 - 1).contiguous(memory_format=torch.channels_last))
         p = self.period
         first, rows, cols = self._tile_grid(*h.shape[-2:])
