@@ -34,7 +34,9 @@ def measure(method: str, sizes: list[int], threads: list[int], count: int) -> No
     from wmkit import data
     from wmkit.demo import DEMO_KEY_SEED
     from wmkit.eval.metrics import psnr
+    from wmkit.memory import reuse_freed_memory
 
+    reuse_freed_memory()  # as every wmkit command does
     wm = wmkit.create(method)
     missing = wm.missing_default_model()
     if missing:

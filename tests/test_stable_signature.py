@@ -164,7 +164,7 @@ def test_the_window_prescreen_skips_rescalings_and_changes_no_reading(monkeypatc
     host = F.avg_pool2d(torch.rand(1, 3, 324, 324, generator=torch.Generator().manual_seed(3)), 5, 1)
     marked = 0.8 * host + 0.2 * tiled(320, amplitude=0.3)
     full_readings = []
-    original = HiddenExtractor.phase_logits
+    original, screens = HiddenExtractor.phase_logits, HiddenExtractor.PRESCREEN
 
     def counting(self, images):
         full_readings.append(images.shape[-1])
@@ -175,11 +175,11 @@ def test_the_window_prescreen_skips_rescalings_and_changes_no_reading(monkeypatc
         for image in (marked, host):
             for factor in (1.0, 1.3, 0.7):
                 scaled = F.interpolate(image, scale_factor=factor, mode="bilinear", align_corners=False, antialias=factor < 1)
-                monkeypatch.setattr(HiddenExtractor, "PRESCREEN_SHARE", 1e9)  # the window is the whole image: no pre-screen
+                monkeypatch.setattr(HiddenExtractor, "PRESCREEN", ())  # no pre-screen
                 full_readings.clear()
                 without = extractor(scaled)
                 searched = len(full_readings)
-                monkeypatch.setattr(HiddenExtractor, "PRESCREEN_SHARE", 0.125)
+                monkeypatch.setattr(HiddenExtractor, "PRESCREEN", screens)
                 full_readings.clear()
                 assert torch.equal(extractor(scaled), without), factor
                 if image is host:

@@ -595,7 +595,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    from .memory import reuse_freed_memory
     from .progress import set_default
+
+    reuse_freed_memory()  # the command's own process: see wmkit/memory.py
 
     set_default(getattr(args, "progress", None))
     try:

@@ -97,7 +97,10 @@ _worker: Optional[Verifier] = None
 def _start_worker(spec: VerifySpec, threads: int) -> None:
     import torch
 
+    from .memory import reuse_freed_memory
+
     global _worker
+    reuse_freed_memory()  # a process of the command's own, as the command's is
     torch.set_num_threads(threads)
     _worker = Verifier(spec)
 
