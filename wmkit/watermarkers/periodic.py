@@ -35,6 +35,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import ConfigError
+from ..models.resampling import resample
 from ..registry import register_watermarker
 from .base import BitWatermarker, break_ties
 
@@ -181,7 +182,7 @@ class Periodic(BitWatermarker):
         return reading
 
     def _read(self, y: torch.Tensor, period: float, angle: float) -> dict[str, Any]:
-        view = resample(y, PERIOD / period, angle) if (period != PERIOD or angle) else y
+        view = resample(y, PERIOD / period, angle, PERIOD) if (period != PERIOD or angle) else y
         freqs, _, sync, sync_signs = carrier(PERIOD, self.num_bits)
         mean, se = fold_coefficients(view, freqs)
         shifts, phase = shift_phases(self.num_bits)
@@ -243,40 +244,6 @@ def shift_phases(num_bits: int) -> tuple[torch.Tensor, torch.Tensor]:
     shifts = torch.cartesian_prod(steps, steps)
     angle = 2 * math.pi * (shifts @ freqs.T) / PERIOD
     return shifts, torch.polar(torch.ones_like(angle), -angle)
-
-
-def gaussian_blur(y: torch.Tensor, sigma: float) -> torch.Tensor:
-    """``y`` (H, W) through a separable Gaussian of ``sigma`` pixels (edges replicated)."""
-    radius = max(1, int(round(3 * sigma)))
-    t = torch.arange(-radius, radius + 1, dtype=y.dtype)
-    kernel = torch.exp(-0.5 * (t / sigma) ** 2)
-    kernel = kernel / kernel.sum()
-    x = F.pad(y[None, None], (radius,) * 4, mode="replicate")
-    return F.conv2d(F.conv2d(x, kernel.view(1, 1, 1, -1)), kernel.view(1, 1, -1, 1))[0, 0]
-
-
-def resample(y: torch.Tensor, scale: float, angle: float) -> torch.Tensor:
-    """``y`` (H, W) scaled by ``scale`` and turned back by ``angle`` degrees about its centre
-    (bilinear; low-passed first when shrinking), cropped to the largest upright rectangle
-    that holds image content only."""
-    height, width = y.shape
-    x = y[None, None]
-    if scale < 1:
-        x = gaussian_blur(y, 0.5 / scale)[None, None]
-    theta = math.radians(angle)
-    c, s = abs(math.cos(theta)), abs(math.sin(theta))
-    # the upright rectangle inside the turned image (for aspect ratios near 1; a long thin
-    # image keeps less than it could, which costs tiles, not correctness)
-    keep = 1.0 / (c + s * max(height, width) / min(height, width)) if angle else 1.0
-    out_h, out_w = max(PERIOD, int(height * scale * keep)), max(PERIOD, int(width * scale * keep))
-    # output pixel (u, v) around the centre -> input pixel: rotate by angle, divide by scale
-    ys = (torch.arange(out_h, dtype=y.dtype) - (out_h - 1) / 2) / scale
-    xs = (torch.arange(out_w, dtype=y.dtype) - (out_w - 1) / 2) / scale
-    gy, gx = torch.meshgrid(ys, xs, indexing="ij")
-    src_y = gy * math.cos(theta) + gx * math.sin(theta) + (height - 1) / 2
-    src_x = -gy * math.sin(theta) + gx * math.cos(theta) + (width - 1) / 2
-    grid = torch.stack([src_x / (width - 1) * 2 - 1, src_y / (height - 1) * 2 - 1], -1)[None]
-    return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=True)[0, 0]
 
 
 def lattice_candidates(y: torch.Tensor, period: int, num_bits: int, count: int) -> list[tuple[float, float]]:
