@@ -29,6 +29,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..colour import LUMA
 from ..errors import WeightsError
 from .resampling import resample
 
@@ -103,9 +104,6 @@ def _gaussian_blur(images: torch.Tensor, sigma: float) -> torch.Tensor:
     x = F.pad(images, (radius, radius, radius, radius), mode="reflect")
     x = F.conv2d(x, kernel.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
     return F.conv2d(x, kernel.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
-
-
-LUMA = (0.299, 0.587, 0.114)
 
 
 def luminance_low_pass(images: torch.Tensor, sigma: float) -> torch.Tensor:

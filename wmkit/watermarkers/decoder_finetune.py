@@ -54,6 +54,13 @@ def decode_with(vae, decoder, latents: torch.Tensor) -> torch.Tensor:
     return (decoder(z) + 1) / 2
 
 
+# The recipe's defaults (Stable Signature's options default to these too)
+DEFAULT_STEPS = 200  # the paper's 100 with the SSIM floor cost PSNR and bits on the tiny VAE (docs/stable_signature.md)
+DEFAULT_SIZE = 128  # side of the training crops
+DEFAULT_LR = 1e-3
+DEFAULT_IMAGE_WEIGHT = 2.0  # of the image loss against the bit loss
+
+
 # one function on purpose: the setup, the loop and the final measurement of one recipe, read top to bottom
 def finetune_decoder(
     vae,
@@ -61,12 +68,12 @@ def finetune_decoder(
     message: Sequence[int],
     *,
     images: Optional[Sequence[torch.Tensor]] = None,
-    steps: int = 200,
+    steps: int = DEFAULT_STEPS,
     batch: int = 4,
-    size: int = 128,
-    lr: float = 1e-3,
+    size: int = DEFAULT_SIZE,
+    lr: float = DEFAULT_LR,
     bit_weight: float = 1.0,
-    image_weight: float = 2.0,
+    image_weight: float = DEFAULT_IMAGE_WEIGHT,
     phase_weight: float = 1.0,
     num_images: int = 128,
     smooth_share: float = 0.25,

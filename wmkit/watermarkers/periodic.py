@@ -34,6 +34,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..colour import LUMA
 from ..errors import ConfigError
 from ..models.resampling import resample
 from ..registry import register_watermarker
@@ -44,7 +45,6 @@ PERIOD = 20  # pixels: 20 keeps every carrier off JPEG's 8 x 8 block harmonics (
 SYNC_DOFS = 16
 SYNC_SEED = 0x5EED
 SHIFT_STEP = 0.25  # pixels between the shifts tried
-LUMA = (0.299, 0.587, 0.114)
 CANDIDATES = 3  # rescaled / rotated readings tried besides the image's own
 # Per-tile power floor in fold_coefficients: about the mark's own power per coefficient at
 # 40 dB (2 x 1e-4 / 32 = 6e-6). Without weights (every tile alike) 40 dB marks on 16 unseen

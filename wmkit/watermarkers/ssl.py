@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from .. import stats
+from ..colour import LUMA
 from ..errors import ConfigError, WeightsError
 from ..keys import Key
 from ..registry import register_watermarker
@@ -58,7 +59,7 @@ def load_backbone(spec: Any):
 
 def perceptual_heatmap(images: torch.Tensor, window: int = 7) -> torch.Tensor:
     """Local contrast of the luminance, mean 1 per image: large in texture, small in flat areas."""
-    luminance = (0.299 * images[:, 0] + 0.587 * images[:, 1] + 0.114 * images[:, 2])[:, None]
+    luminance = (LUMA[0] * images[:, 0] + LUMA[1] * images[:, 1] + LUMA[2] * images[:, 2])[:, None]
     pad = window // 2
     mean = F.avg_pool2d(F.pad(luminance, (pad,) * 4, mode="reflect"), window, 1)
     var = F.avg_pool2d(F.pad(luminance**2, (pad,) * 4, mode="reflect"), window, 1) - mean**2

@@ -24,12 +24,9 @@ from ..errors import ConfigError, WeightsError
 from ..keys import Key
 from ..registry import register_watermarker
 from .base import PipelineHook
+from .decoder_finetune import DEFAULT_IMAGE_WEIGHT, DEFAULT_LR, DEFAULT_SIZE, DEFAULT_STEPS
 from .hidden import DEFAULT_EXTRACTOR, ExtractorBits
 
-DEFAULT_STEPS = 200  # the paper's 100 with the SSIM floor cost PSNR and bits on the tiny VAE (see wmkit.watermarkers.decoder_finetune)
-DEFAULT_SIZE = 128  # side of the training crops
-DEFAULT_LR = 1e-3
-DEFAULT_IMAGE_WEIGHT = 2.0  # of the fine-tune's image loss against its bit loss
 # clean crops (side, count) of the calibration photos that an extractor_front's whitening is fitted on
 FRONT_WHITENING_CROPS = ((128, 400), (256, 300))
 FRONT_WHITENING_SEED = 101
