@@ -162,39 +162,39 @@ def period_candidates(image: torch.Tensor, period: int, count: int = 3, low: flo
 def comb_scores(auto: torch.Tensor, periods: torch.Tensor, angles: torch.Tensor, max_lag: float) -> torch.Tensor:
     """(periods, angles) scores of a square lattice of each period turned by each angle
     (degrees) in an autocorrelation ``auto`` (H, W; lags up to ``max_lag`` < H / 2, W / 2):
-    along both of the lattice's axes, the mean (bilinearly interpolated) at every multiple of
-    the period up to ``max_lag``, less the mean half-way between multiples. The contrast is
-    what a lattice has and a straight edge does not: a turned image's cut corners are lines,
-    which the autocorrelation holds at every lag along them, and a photo's falls off smoothly."""
+    the mean, bilinearly interpolated, at every multiple of the period up to ``max_lag`` along
+    both of the lattice's axes (``period_candidates``' score, turned)."""
     height, width = auto.shape
     centred = torch.fft.fftshift(auto).float()[None, None]  # lag 0 at (height // 2, width // 2)
     multiples = torch.arange(1, int(max_lag // float(periods.min())) + 1, dtype=torch.float32)
     theta = torch.deg2rad(angles.float())[None, :, None]  # (1, A, 1)
-    periods = periods.float()[:, None, None]
-    on = periods * multiples  # (P, 1, K)
-    lags = torch.stack([on, on - 0.5 * periods]).expand(-1, -1, theta.shape[1], -1)  # (2, P, A, K)
+    lags = (periods.float()[:, None, None] * multiples).expand(-1, theta.shape[1], -1)  # (P, A, K)
     points = []
     # the lattice's axes: (dy, dx) = lag (cos, -sin) and lag (sin, cos)
     for dy, dx in ((lags * theta.cos(), -lags * theta.sin()), (lags * theta.sin(), lags * theta.cos())):
         points.append(torch.stack([(width // 2 + dx) / (width - 1) * 2 - 1, (height // 2 + dy) / (height - 1) * 2 - 1], -1))
     grid = torch.stack(points).reshape(1, -1, 1, 2)
-    values = F.grid_sample(centred, grid, mode="bilinear", align_corners=True).view(2, *lags.shape)  # (axes, on/off, P, A, K)
-    contrast = 0.5 * (values[:, 0] - values[:, 1]).sum(0) * (on <= max_lag)
-    return (contrast.sum(-1) / (on <= max_lag).sum(-1).clamp_min(1)).double()
+    values = F.grid_sample(centred, grid, mode="bilinear", align_corners=True).view(2, *lags.shape).mean(0)
+    valid = lags <= max_lag
+    return ((values * valid).sum(-1) / valid.sum(-1).clamp_min(1)).double()
 
 
-def rotation_candidate(image: torch.Tensor, period: int, max_angle: float, min_angle: float = 1.0,
-                       low: float = 0.5, high: float = 2.0) -> Optional[tuple[float, float]]:
-    """(period in pixels, angle in degrees) of a periodic tile turned by ``min_angle`` to
-    ``max_angle`` degrees either way in ``image`` (3, H, W), or None where the lattice shows
-    no more turned than upright (an upright or unmarked image). The angle is the one that
-    ``resampling.resample`` turns back.
+def rotation_candidates(image: torch.Tensor, period: int, max_angle: float, count: int = 2, min_angle: float = 1.0,
+                        low: float = 0.9, high: float = 1.1) -> list[tuple[float, float]]:
+    """Up to ``count`` likeliest (period in pixels, angle in degrees) of a periodic tile turned
+    by ``min_angle`` to ``max_angle`` degrees either way in ``image`` (3, H, W), at ``low`` to
+    ``high`` times ``period`` (a turn keeps the scale; a turned and rescaled image is not
+    searched); only those where the lattice shows more clearly turned than upright (none for
+    an upright image). The angle is the one that ``resampling.resample`` turns back.
 
     Found like ``period_candidates``, from the autocorrelation's peaks at the multiples of the
-    period, but along both axes of a turned lattice: first on a coarse grid (1 degree, 1% of
-    the period) over lags up to 64 px, where a degree moves a peak by about a pixel; then
-    refined to 0.05 degree and 0.1% over every lag (a tile 0.2 degree off drifts by a pixel
-    every 290 px)."""
+    period, along both axes of a turned lattice, over every lag: first every half degree and
+    1% of the period, then 0.05 degree and 0.1% around each peak (a tile 0.2 degree off drifts
+    by a pixel every 290 px; the reading's half-pixel offsets take up the rest). Lags up to
+    64 px alone placed a Stable Signature decoder's weaker lattice 2-3 degrees off on 3
+    photos of 4; every lag, on 3 of 4, and on the fourth the true angle came second (a photo's
+    own texture 2.5 degrees away scored 0.0110 against 0.0101), hence two candidates, which
+    the reader tells apart by the fold's coherence."""
     # a turned image's cut corners are straight edges, and a pixelated edge at angle a is a
     # staircase of period 1 / sin a: read the central square that a turn by up to max_angle
     # leaves whole
@@ -205,22 +205,26 @@ def rotation_candidate(image: torch.Tensor, period: int, max_angle: float, min_a
     auto = autocorrelation(image[..., top:top + side, left:left + side])
     limit = side // 2 - 1
     if limit < 2 * high * period:
-        return None
-    periods = torch.arange(low * period, high * period + 1e-9, 0.01 * period, dtype=torch.float64)
-    steps = int(max_angle)
-    angles = torch.arange(-steps, steps + 1, dtype=torch.float64)
-    coarse = comb_scores(auto, periods, angles, min(limit, 64.0))
-    upright = coarse[:, steps].max()
-    coarse[:, (angles.abs() < min_angle)] = -math.inf
-    best = int(coarse.argmax())
-    if not coarse.flatten()[best] > upright:
-        return None
-    p0, a0 = float(periods[best // len(angles)]), float(angles[best % len(angles)])
-    fine_p = p0 * (1 + torch.linspace(-0.01, 0.01, 21, dtype=torch.float64))
-    fine_a = a0 + torch.linspace(-1.0, 1.0, 41, dtype=torch.float64)
-    fine = comb_scores(auto, fine_p, fine_a, float(limit))
-    i = int(fine.argmax())
-    return float(fine_p[i // len(fine_a)]), float(fine_a[i % len(fine_a)])
+        return []
+    periods = period * torch.arange(low, high + 1e-9, 0.01, dtype=torch.float64)
+    angles = torch.arange(-max_angle, max_angle + 1e-9, 0.5, dtype=torch.float64)
+    coarse = comb_scores(auto, periods, angles, float(limit))
+    upright = float(coarse[:, angles == 0].max())
+    coarse[:, angles.abs() < min_angle] = -math.inf
+    found: list[tuple[float, float]] = []
+    peaks: list[tuple[float, float]] = []
+    for flat in coarse.flatten().argsort(descending=True).tolist():
+        if not float(coarse.flatten()[flat]) > upright or len(found) == count:
+            break
+        p0, a0 = float(periods[flat // len(angles)]), float(angles[flat % len(angles)])
+        if any(abs(a0 - a) < 1.5 for _, a in peaks):
+            continue  # the same peak again
+        peaks.append((p0, a0))
+        fine_p = p0 * (1 + torch.linspace(-0.01, 0.01, 21, dtype=torch.float64))
+        fine_a = a0 + torch.linspace(-0.5, 0.5, 21, dtype=torch.float64)
+        i = int(comb_scores(auto, fine_p, fine_a, float(limit)).argmax())
+        found.append((float(fine_p[i // len(fine_a)]), float(fine_a[i % len(fine_a)])))
+    return found
 
 
 class HiddenExtractor(nn.Module):
@@ -239,14 +243,14 @@ class HiddenExtractor(nn.Module):
     ``RESCALED_MARGIN`` times more coherent than the own-scale one (``_best_over_scales``
     says why; 0 candidates: read images at their own size only, as during training). A
     turned image (a rotation) is read once more, turned back and rescaled, where
-    ``rotation_candidate`` finds the tile's lattice more clearly turned by 1 to ``MAX_ANGLE``
-    degrees than upright; that reading competes under the same rule.
+    ``rotation_candidates`` finds the tile's lattice more clearly turned by 1 to ``MAX_ANGLE``
+    degrees than upright (two likeliest turns); those readings compete under the same rule.
     HiDDeN (and Stable Signature) pool globally instead and must learn the invariance; the
     fold is the same pooling with the tile's period made explicit, which trains on a CPU.
     """
 
     RESCALED_MARGIN = 10.0  # see _best_over_scales
-    MAX_ANGLE = 30.0  # degrees either way of the turned tile searched for (rotation_candidate); 0: none
+    MAX_ANGLE = 30.0  # degrees either way of the turned tile searched for (rotation_candidates); 0: none
     SUBPIXEL_OFFSETS = ((0.0, 0.0), (0.0, 0.5), (0.5, 0.0), (0.5, 0.5))  # see _best_offset
     # (share of the image's pixels, slack) of each pre-screen window, smallest first: see _may_win
     PRESCREEN = ((0.125, 4.0), (0.5, 1.5))
@@ -365,9 +369,8 @@ class HiddenExtractor(nn.Module):
             size = [max(self.period, round(n * self.period / t)) for n in image.shape[-2:]]
             views.append((None, lambda size=size, t=t: F.interpolate(image[None], size=size, mode="bilinear", align_corners=False,
                                                                     antialias=t < self.period)))
-        turned = rotation_candidate(image.detach(), self.period, self.MAX_ANGLE) if self.MAX_ANGLE else None
-        if turned is not None:
-            views.append((turned, lambda: resample(image, self.period / turned[0], turned[1], self.period)[None]))
+        for turned in rotation_candidates(image.detach(), self.period, self.MAX_ANGLE) if self.MAX_ANGLE else []:
+            views.append((turned, lambda turned=turned: resample(image, self.period / turned[0], turned[1], self.period)[None]))
         winner_turn = None
         for turn, view in views:
             rescaled = view()

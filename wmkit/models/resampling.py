@@ -12,7 +12,7 @@ import torch.nn.functional as F
 def gaussian_blur(y: torch.Tensor, sigma: float) -> torch.Tensor:
     """``y`` (..., H, W) through a separable Gaussian of ``sigma`` pixels (edges replicated)."""
     radius = max(1, int(round(3 * sigma)))
-    t = torch.arange(-radius, radius + 1, dtype=y.dtype)
+    t = torch.arange(-radius, radius + 1, dtype=y.dtype, device=y.device)
     kernel = torch.exp(-0.5 * (t / sigma) ** 2)
     kernel = kernel / kernel.sum()
     x = F.pad(y.reshape(-1, 1, *y.shape[-2:]), (radius,) * 4, mode="replicate")
@@ -35,8 +35,8 @@ def resample(y: torch.Tensor, scale: float, angle: float, min_size: int, offset:
     keep = 1.0 / (c + s * max(height, width) / min(height, width)) if angle else 1.0
     out_h, out_w = max(min_size, int(height * scale * keep)), max(min_size, int(width * scale * keep))
     # output pixel (u, v) around the centre -> input pixel: rotate by angle, divide by scale
-    ys = (torch.arange(out_h, dtype=y.dtype) - (out_h - 1) / 2 + offset[0]) / scale
-    xs = (torch.arange(out_w, dtype=y.dtype) - (out_w - 1) / 2 + offset[1]) / scale
+    ys = (torch.arange(out_h, dtype=y.dtype, device=y.device) - (out_h - 1) / 2 + offset[0]) / scale
+    xs = (torch.arange(out_w, dtype=y.dtype, device=y.device) - (out_w - 1) / 2 + offset[1]) / scale
     gy, gx = torch.meshgrid(ys, xs, indexing="ij")
     src_y = gy * math.cos(theta) + gx * math.sin(theta) + (height - 1) / 2
     src_x = -gy * math.sin(theta) + gx * math.cos(theta) + (width - 1) / 2
