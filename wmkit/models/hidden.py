@@ -212,14 +212,14 @@ def rotation_candidates(image: torch.Tensor, period: int, max_angle: float, coun
     upright = float(coarse[:, angles == 0].max())
     coarse[:, angles.abs() < min_angle] = -math.inf
     found: list[tuple[float, float]] = []
-    peaks: list[tuple[float, float]] = []
+    peak_angles: list[float] = []
     for flat in coarse.flatten().argsort(descending=True).tolist():
         if not float(coarse.flatten()[flat]) > upright or len(found) == count:
             break
         p0, a0 = float(periods[flat // len(angles)]), float(angles[flat % len(angles)])
-        if any(abs(a0 - a) < 1.5 for _, a in peaks):
+        if any(abs(a0 - a) < 1.5 for a in peak_angles):
             continue  # the same peak again
-        peaks.append((p0, a0))
+        peak_angles.append(a0)
         fine_p = p0 * (1 + torch.linspace(-0.01, 0.01, 21, dtype=torch.float64))
         fine_a = a0 + torch.linspace(-0.5, 0.5, 21, dtype=torch.float64)
         i = int(comb_scores(auto, fine_p, fine_a, float(limit)).argmax())
@@ -379,12 +379,12 @@ class HiddenExtractor(nn.Module):
             logits, score = self.phase_logits(rescaled)
             score = float(score[0].detach())
             if score > strongest:
-                chosen, strongest, winner_turn = self._best_phase(logits[0]), score, turn
+                chosen, strongest, winner_turn, winner_logits = self._best_phase(logits[0]), score, turn, logits[0]
         # an upright rescaling inverts the resize's own pixel grid and lands on whole pixels;
         # a turn back lands anywhere
-        return chosen if winner_turn is None else self._best_offset(image, *winner_turn)
+        return chosen if winner_turn is None else self._best_offset(image, *winner_turn, winner_logits)
 
-    def _best_offset(self, image: torch.Tensor, period: float, angle: float) -> torch.Tensor:
+    def _best_offset(self, image: torch.Tensor, period: float, angle: float, unmoved: torch.Tensor) -> torch.Tensor:
         """The reading of ``image`` resampled onto the tile's grid (``period``, ``angle``) with
         the grid at whole and half pixels (down, across), whichever's best phase stands out
         most clearly from the next best (the ratio of their energies about the phase average).
@@ -399,11 +399,14 @@ class HiddenExtractor(nn.Module):
         offset reading 0.88-1.00 in all eight cases (a quarter of a pixel off, the most a
         half-pixel grid leaves, read 0.79-1.00). Only turned views are read this way: an
         untrained extractor's ratio picked a wrong offset for a rescaled synthetic tile, and
-        an upright rescaling that inverts the resize's own grid needs no offset."""
+        an upright rescaling that inverts the resize's own grid needs no offset. ``unmoved``:
+        the (phases, bits) readings at offset (0, 0), which the candidate search made already."""
         best, clearest = None, -1.0
         for offset in self.SUBPIXEL_OFFSETS:
-            view = resample(image, self.period / period, angle, self.period, offset)[None]
-            readings = self.phase_logits(view)[0][0]
+            if offset == (0.0, 0.0):
+                readings = unmoved
+            else:
+                readings = self.phase_logits(resample(image, self.period / period, angle, self.period, offset)[None])[0][0]
             energy = (readings - readings.mean(0)).detach().pow(2).sum(-1)
             top = energy.topk(2).values
             ratio = float(top[0] / top[1].clamp_min(1e-30))
